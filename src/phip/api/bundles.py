@@ -1,0 +1,257 @@
+"""Transaction and batch Bundles (https://hl7.org/fhir/R4/http.html#transaction).
+
+A ``transaction`` is all or nothing: entries run in the spec's order (DELETE, POST,
+PUT/PATCH, GET/HEAD) in one database transaction; ``urn:uuid:`` full URLs of new
+resources get server ids up front and every reference to them is rewritten; a
+conditional reference (``Patient?identifier=…``) is resolved to the one resource it
+matches.  A ``batch`` runs each entry on its own and reports each outcome.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from phip.fhir import definitions as defs
+from phip.fhir.datetimes import now_us, to_instant
+from phip.fhir.errors import FhirError, Issue, bad_request, outcome
+from phip.store.repository import Repository, Row, WriteResult
+
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+#: a function answering a GET entry: (repository, url path, query params) -> resource dict
+GetHandler = Callable[[Repository, str, list[tuple[str, str]]], dict[str, Any]]
+
+
+def _entry_error(i: int, e: FhirError) -> FhirError:
+    issues = [
+        Issue(x.severity, x.code, f"Bundle.entry[{i}]: {x.diagnostics}",
+              f"Bundle.entry[{i}]" + (f".resource{_strip_type(x.expression)}" if x.expression else ""), x.msg_id)
+        for x in e.issues
+    ]
+    return FhirError(e.status, issues[0].diagnostics, issues=issues)
+
+
+def _strip_type(expr: str) -> str:
+    head, _, rest = expr.partition(".")
+    if head in defs.resource_types():
+        return "." + rest if rest else ""
+    return "." + expr
+
+
+def _check_bundle(bundle: Any) -> tuple[str, list[dict[str, Any]]]:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise bad_request("POST to the base URL takes a Bundle of type transaction or batch",
+                          expression="resourceType")
+    btype = bundle.get("type")
+    if btype not in ("transaction", "batch"):
+        raise bad_request(f"Bundle.type must be transaction or batch, not {btype!r}", expression="Bundle.type")
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise bad_request("Bundle.entry must be an array", expression="Bundle.entry")
+    for i, e in enumerate(entries):
+        req = e.get("request") if isinstance(e, dict) else None
+        if not isinstance(req, dict) or req.get("method") not in ORDER or not isinstance(req.get("url"), str):
+            raise bad_request(f"Bundle.entry[{i}].request needs a method (GET, POST, PUT, PATCH, DELETE) and a url",
+                              expression=f"Bundle.entry[{i}].request")
+    return btype, entries
+
+
+def _split(url: str) -> tuple[list[str], list[tuple[str, str]]]:
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    return path, parse_qsl(parts.query, keep_blank_values=True)
+
+
+def _rewrite(value: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k == "reference" and isinstance(v, str) and v in mapping:
+                out[k] = mapping[v]
+            else:
+                out[k] = _rewrite(v, mapping)
+        return out
+    if isinstance(value, list):
+        return [_rewrite(v, mapping) for v in value]
+    return value
+
+
+def _conditional_refs(repo: Repository, value: Any, cache: dict[str, str], path: str = "") -> Any:
+    """Replace references like ``Patient?identifier=x|1`` with the one match."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k == "reference" and isinstance(v, str) and "?" in v and not v.startswith(("http:", "https:")):
+                if v not in cache:
+                    rtype, _, query = v.partition("?")
+                    if rtype not in defs.resource_types():
+                        raise bad_request(f"Conditional reference {v!r} names an unknown type", expression=path)
+                    found = repo.find(rtype, query)
+                    if len(found) != 1:
+                        raise FhirError(
+                            412, f"Conditional reference {v!r} matches {len(found)} resources (needs exactly one)",
+                            code="processing", expression=path,
+                        )
+                    cache[v] = f"{rtype}/{found[0].id}"
+                out[k] = cache[v]
+            else:
+                out[k] = _conditional_refs(repo, v, cache, f"{path}.{k}")
+        return out
+    if isinstance(value, list):
+        return [_conditional_refs(repo, v, cache, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _response(row: Row | None, status: str, base: str, issues: list[Issue] | None = None,
+              resource: bool = True) -> dict[str, Any]:
+    resp: dict[str, Any] = {"status": status}
+    out: dict[str, Any] = {}
+    if row is not None:
+        out["fullUrl"] = f"{base}/{row.type}/{row.id}"
+        resp["location"] = f"{row.type}/{row.id}/_history/{row.version}"
+        resp["etag"] = row.etag
+        resp["lastModified"] = row.last_modified
+        if resource and row.content is not None:
+            out["resource"] = orjson.loads(row.content)
+    if issues:
+        resp["outcome"] = outcome(issues)
+    out["response"] = resp
+    return out
+
+
+def _status(code: int) -> str:
+    return {200: "200 OK", 201: "201 Created", 204: "204 No Content"}.get(code, str(code))
+
+
+def process(repo: Repository, bundle: Any, base: str, get: GetHandler) -> dict[str, Any]:
+    """Run a transaction or batch Bundle; returns the response Bundle."""
+    btype, entries = _check_bundle(bundle)
+    if btype == "transaction":
+        out = _transaction(repo, entries, base, get)
+    else:
+        out = []
+        for i, e in enumerate(entries):
+            try:
+                with repo.transaction():
+                    out.append(_one(repo, i, e, base, get, {}, {}))
+            except FhirError as err:
+                out.append({"response": {"status": str(err.status), "outcome": err.outcome()}})
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": to_instant(now_us())},
+        "type": f"{btype}-response",
+        "entry": out,
+    }
+
+
+def _transaction(repo: Repository, entries: list[dict[str, Any]], base: str, get: GetHandler) -> list[Any]:
+    mapping: dict[str, str] = {}
+    assigned: dict[int, str] = {}
+    for i, e in enumerate(entries):
+        full = e.get("fullUrl")
+        method = e["request"]["method"]
+        res = e.get("resource")
+        if method == "POST" and isinstance(res, dict):
+            new_id = str(uuid.uuid4())
+            assigned[i] = new_id
+            if isinstance(full, str) and full:
+                mapping[full] = f"{res.get('resourceType')}/{new_id}"
+        elif method == "PUT" and isinstance(full, str) and full.startswith("urn:uuid:"):
+            path, _query = _split(e["request"]["url"])
+            if len(path) == 2:
+                mapping[full] = "/".join(path)
+    results: list[Any] = [None] * len(entries)
+    order = sorted(range(len(entries)), key=lambda i: ORDER[entries[i]["request"]["method"]])
+    seen_targets: set[str] = set()
+    cond_cache: dict[str, str] = {}
+    with repo.transaction():
+        # conditional creates first: a match replaces the id a urn:uuid was given
+        for i, e in enumerate(entries):
+            cond = e["request"].get("ifNoneExist")
+            if e["request"]["method"] == "POST" and cond and isinstance(e.get("resource"), dict):
+                rtype = e["resource"].get("resourceType", "")
+                try:
+                    found = repo.find(rtype, cond)
+                except FhirError as err:
+                    raise _entry_error(i, err) from None
+                if len(found) == 1 and isinstance(e.get("fullUrl"), str):
+                    mapping[e["fullUrl"]] = f"{rtype}/{found[0].id}"
+        for i in order:
+            e = entries[i]
+            key = e["request"]["method"] + " " + e["request"]["url"].split("?", 1)[0]
+            if e["request"]["method"] in ("PUT", "DELETE", "PATCH") and "?" not in e["request"]["url"]:
+                if key.split(" ", 1)[1] in seen_targets:
+                    raise _entry_error(i, bad_request(
+                        f"Two entries of the transaction change {e['request']['url']}"))
+                seen_targets.add(key.split(" ", 1)[1])
+            try:
+                results[i] = _one(repo, i, e, base, get, mapping, cond_cache, assigned.get(i))
+            except FhirError as err:
+                raise _entry_error(i, err) from None
+    return results
+
+
+def _one(repo: Repository, i: int, e: dict[str, Any], base: str, get: GetHandler, mapping: dict[str, str],
+         cond_cache: dict[str, str], new_id: str | None = None) -> dict[str, Any]:
+    req = e["request"]
+    method = req["method"]
+    path, query = _split(req["url"])
+    res = e.get("resource")
+    if method in ("POST", "PUT") and not isinstance(res, dict):
+        raise bad_request(f"A {method} entry needs a resource", expression=f"Bundle.entry[{i}].resource")
+    if isinstance(res, dict):
+        if mapping:
+            res = _rewrite(res, mapping)
+        res = _conditional_refs(repo, res, cond_cache)
+    if method == "POST":
+        if len(path) != 1:
+            raise bad_request(f"POST url must be a resource type, not {req['url']!r}")
+        assert isinstance(res, dict)
+        r: WriteResult = repo.create(path[0], res, if_none_exist=req.get("ifNoneExist"), rid=new_id)
+        if r.status == 200 and new_id and e.get("fullUrl") in mapping:
+            mapping[e["fullUrl"]] = f"{r.row.type}/{r.row.id}"
+        return _response(r.row, _status(r.status), base, r.issues)
+    if method == "PUT":
+        assert isinstance(res, dict)
+        if len(path) == 2:
+            r = repo.update(path[0], path[1], res, if_match=req.get("ifMatch"))
+        elif len(path) == 1 and query:
+            r = repo.conditional_update(path[0], "&".join(f"{k}={v}" for k, v in query), res)
+        else:
+            raise bad_request(f"PUT url must be Type/id or Type?criteria, not {req['url']!r}")
+        return _response(r.row, _status(r.status), base, r.issues)
+    if method == "PATCH":
+        if len(path) != 2:
+            raise bad_request(f"PATCH url must be Type/id, not {req['url']!r}")
+        patch = _patch_body(res)
+        r = repo.patch(path[0], path[1], patch, if_match=req.get("ifMatch"))
+        return _response(r.row, _status(r.status), base, r.issues)
+    if method == "DELETE":
+        if len(path) == 2:
+            repo.delete(path[0], path[1])
+        elif len(path) == 1 and query:
+            repo.conditional_delete(path[0], "&".join(f"{k}={v}" for k, v in query))
+        else:
+            raise bad_request(f"DELETE url must be Type/id or Type?criteria, not {req['url']!r}")
+        return {"response": {"status": "204 No Content"}}
+    body = get(repo, "/".join(path), query)
+    return {"resource": body, "response": {"status": "200 OK"}}
+
+
+def _patch_body(res: Any) -> Any:
+    """A PATCH entry carries a Binary with the JSON Patch, or Parameters (FHIRPath patch: not supported)."""
+    import base64
+
+    if isinstance(res, dict) and res.get("resourceType") == "Binary" and res.get("data"):
+        try:
+            return orjson.loads(base64.b64decode(res["data"]))
+        except Exception:
+            raise bad_request("The Binary of a PATCH entry must hold a JSON Patch") from None
+    raise FhirError(422, "PATCH entries need a Binary holding a JSON Patch (FHIRPath Patch is not supported)",
+                    code="not-supported")

@@ -1,0 +1,11 @@
+"""The ASGI entry point for ``phip serve`` (each worker opens the node in ``$PHIP_DATA``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from phip.api.app import create_app
+from phip.node.node import Node
+
+app = create_app(Node.open(Path(os.environ["PHIP_DATA"]), migrate=False))

@@ -1,0 +1,187 @@
+"""The ``phip`` command (Typer + Rich): a node's whole life from the shell.
+
+``phip init``, ``serve``, ``token``, ``import``, ``export`` are a contract that
+scripts and tests rely on (see README).  Capabilities add their own sub-commands
+(``phip synth``…) by registering here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from phip.node.config import NodeError
+
+app = typer.Typer(
+    name="phip",
+    help="phip — regional population health information platform (区域全民健康信息平台).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+DataOpt = typer.Option(..., "--data", help="The node's data folder.")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _open(data: Path, *, pool_size: int = 8):  # type: ignore[no-untyped-def]
+    from phip.node.node import Node
+
+    try:
+        return Node.open(data, pool_size=pool_size)
+    except NodeError as e:
+        _fail(str(e))
+
+
+@app.command()
+def init(
+    data: Path = DataOpt,
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: a SQLite file inside DATA), "
+                                  "e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    level: str = typer.Option("county", "--level", help="county | prefecture | province | national"),
+    region: str = typer.Option("510000", "--region", help="GB/T 2260 code of the node's region"),
+    name: str | None = typer.Option(None, "--name", help="The node's name"),
+) -> None:
+    """Create a node: configuration, signing key, database."""
+    from phip.node.node import init_node
+
+    try:
+        node = init_node(data, db=db, level=level, region=region, name=name)
+    except NodeError as e:
+        _fail(str(e))
+        return
+    except Exception as e:  # a database that cannot be reached, a folder that cannot be written
+        _fail(f"could not create the node: {e}")
+        return
+    console.print(f"[green]created node[/] {node.config.name} ({node.config.level}, region {node.config.region}) "
+                  f"in {data}")
+    node.close()
+
+
+@app.command()
+def serve(
+    data: Path = DataOpt,
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+    workers: int = typer.Option(1, "--workers", help="Worker processes"),
+    log_level: str = typer.Option("warning", "--log-level"),
+) -> None:
+    """Serve FHIR R4 at /fhir, /healthz and the OpenAPI docs at /docs."""
+    import os
+
+    import uvicorn
+
+    _open(data).close()  # fail early, with a clear message, on a bad node folder; migrate once
+    os.environ["PHIP_DATA"] = str(Path(data).resolve())
+    console.print(f"phip serving [bold]http://{host}:{port}/fhir[/] (docs: http://{host}:{port}/docs)")
+    uvicorn.run("phip.api.server:app", host=host, port=port, workers=workers, log_level=log_level,
+                access_log=False, factory=False)
+
+
+@app.command()
+def token(
+    data: Path = DataOpt,
+    role: str = typer.Option(..., "--role", help="admin | clinician | public-health | family-doctor | insurer | "
+                             "manager | resident | auditor | node"),
+    sub: str = typer.Option("cli", "--sub", help="Who the token is for"),
+    org: str | None = typer.Option(None, "--org", help="Organization/ID"),
+    region: str | None = typer.Option(None, "--region", help="GB/T 2260 code"),
+    person: str | None = typer.Option(None, "--person", help="Person/ID"),
+    ttl: int = typer.Option(3600, "--ttl", help="Lifetime in seconds"),
+) -> None:
+    """Print a signed bearer token (JWT) the node accepts."""
+    from phip.node.config import NodeConfig
+    from phip.security import keys
+    from phip.security.tokens import TokenError, TokenService
+
+    try:
+        cfg = NodeConfig.load(data)
+        svc = TokenService(keys.load_all(data), issuer=f"urn:phip:node:{cfg.region}:{cfg.name}")
+        for label, value, prefix in (("--org", org, "Organization/"), ("--person", person, "Person/")):
+            if value and not value.startswith(prefix):
+                _fail(f"{label} must look like {prefix}ID, not {value!r}")
+        print(svc.issue(role, sub, org=org, region=region, person=person, ttl=ttl))
+    except (NodeError, TokenError) as e:
+        _fail(str(e))
+
+
+@app.command("import")
+def import_(
+    data: Path = DataOpt,
+    paths: list[Path] = typer.Argument(..., help="NDJSON or Bundle JSON files, or folders of them"),
+) -> None:
+    """Load NDJSON and Bundle files (resumable; reports every rejected line)."""
+    from phip.importer.loader import Importer, collect
+
+    node = _open(data)
+    try:
+        files = collect(paths)
+    except FileNotFoundError as e:
+        _fail(str(e))
+        return
+    total = sum(f.stat().st_size for f in files)
+    progress = Progress(TextColumn("[bold]import"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        TimeRemainingColumn(), console=console, transient=False, disable=not files)
+    with progress:
+        task = progress.add_task("import", total=total)
+        imp = Importer(node.store, on_progress=lambda n: progress.advance(task, n))
+        for f in files:
+            imp.import_file(f)
+    rep = imp.report
+    table = Table(title="import")
+    table.add_column("type")
+    table.add_column("loaded", justify="right")
+    for t, n in sorted(rep.by_type.items()):
+        table.add_row(t, str(n))
+    console.print(table)
+    console.print(f"files {rep.files}; loaded {rep.loaded}; updated {rep.updated}; unchanged {rep.unchanged}; "
+                  f"already done {rep.skipped_done}; rejected {len(rep.rejected)}")
+    for r in rep.rejected:
+        print(f"REJECTED {r.file}:{r.line}: {r.reason}")
+    node.close()
+    if rep.rejected:
+        raise typer.Exit(2)
+
+
+@app.command()
+def export(
+    data: Path = DataOpt,
+    out: Path = typer.Option(..., "--out", help="Folder for the NDJSON files"),
+    type_: str | None = typer.Option(None, "--type", help="Comma-separated resource types"),
+    since: str | None = typer.Option(None, "--since", help="Only resources changed since this instant"),
+) -> None:
+    """Write NDJSON, one file per resource type."""
+    from phip.bulk.export import export as run_export
+    from phip.bulk.export import parse_since, parse_types
+    from phip.fhir.errors import FhirError
+
+    node = _open(data)
+    try:
+        types = parse_types(type_)
+        since_us = parse_since(since)
+    except FhirError as e:
+        _fail(e.issues[0].diagnostics)
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}"),
+                  console=console) as progress:
+        task = progress.add_task("export", total=None)
+        counts = run_export(node.store, out, types=types, since_us=since_us,
+                            progress=lambda t, n: progress.update(task, description=f"export {t}", completed=n))
+    for t, n in counts.items():
+        console.print(f"{t}: {n} → {out / (t + '.ndjson')}")
+    node.close()
+
+
+def main() -> None:  # pragma: no cover
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,64 @@
+"""Fetch and cache the FHIR R4 (4.0.1) spec package from the npm registry.
+
+The npm package ``hl7.fhir.r4.examples@4.0.1`` carries every resource the R4
+specification publishes: the examples, and the conformance resources (the
+StructureDefinitions, the 1,400 SearchParameters, ValueSets, CodeSystems,
+CompartmentDefinitions).  We fetch it with the ordinary ``npm`` client and unpack
+it into a cache folder; ``scripts/gen_spec.py`` turns it into the compact tables
+under ``phip/fhir/spec/`` and the test-suite reads the examples from it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+PACKAGE = "hl7.fhir.r4.examples"
+VERSION = "4.0.1"
+
+
+def cache_root() -> Path:
+    """Where downloaded packages live (``$PHIP_CACHE`` or ``~/.cache/phip``)."""
+    root = os.environ.get("PHIP_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "phip"
+
+
+def package_dir(fetch: bool = True) -> Path:
+    """Return the unpacked ``package/`` folder, fetching it once if needed.
+
+    Raises ``RuntimeError`` with a clear message when the package is not cached
+    and cannot be fetched (no ``npm`` on the PATH, or no registry).
+    """
+    target = cache_root() / f"{PACKAGE}-{VERSION}"
+    done = target / ".complete"
+    if done.exists():
+        return target / "package"
+    if not fetch:
+        raise RuntimeError(f"{PACKAGE}@{VERSION} is not cached in {target}")
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError(f"fetching {PACKAGE}@{VERSION} needs npm on the PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        proc = subprocess.run(
+            [npm, "pack", f"{PACKAGE}@{VERSION}", "--silent"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"npm pack {PACKAGE}@{VERSION} failed: {proc.stderr.strip()}")
+        tgz = next(Path(tmp).glob("*.tgz"))
+        unpack = Path(tmp) / "unpacked"
+        with tarfile.open(tgz) as tar:
+            tar.extractall(unpack, filter="data")
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(unpack), str(target))
+    done.write_text(VERSION)
+    return target / "package"

@@ -1,0 +1,842 @@
+"""Search-index extraction: every search index row of one resource, from the spec.
+
+One generic code path serves all resource types: for each type we compile,
+once, the R4 SearchParameter expressions that apply to it (only the ``|``-parts
+of shared expressions whose head is that type), then evaluate them with
+:mod:`phip.fhir.fhirpath` and turn the typed nodes into rows according to the
+parameter type (string, token, date, reference, quantity, number, uri,
+composite) and the node's FHIR type (a ``CodeableConcept`` gives one token row
+per coding, a ``HumanName`` one string row per name part, a ``Period`` one date
+range, …).
+
+Row formats (all plain tuples; ``grp`` is 0 except in composite rows):
+
+* ``strings``    ``(param, grp, norm, raw)``
+* ``tokens``     ``(param, grp, system, code, text)``   text normalised like ``norm``
+* ``dates``      ``(param, grp, low, high)``            µs since the epoch, UTC, both inclusive
+* ``refs``       ``(param, grp, target_type, target_id, url)``
+* ``quantities`` ``(param, grp, low, high, system, code, unit)``
+* ``numbers``    ``(param, grp, value)``
+* ``uris``       ``(param, grp, value)``
+
+Extra rows carry a modifier in ``param``: ``identifier:of-type`` tokens
+(system = the type coding's system, code = ``"{type code}|{value}"``) and
+``subject:identifier`` tokens for ``Reference.identifier``.  A composite
+parameter ``code`` yields, for its i-th node, the rows of its j-th component
+(0-based) under ``f"{code}${j}"`` with ``grp = i + 1``.
+
+:func:`probe_values` gives, per row, a FHIR search ``(param, value)`` that a
+correct server must match against this resource; the test-suite uses it to
+check the whole search stack against the official examples.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from calendar import isleap, monthrange
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from typing import Any
+
+from phip.fhir import fhirpath
+from phip.fhir.definitions import search_params_by_url, search_params_for, types
+from phip.fhir.fhirpath import Compiled, Node, is_subtype, output_types, parse_reference
+from phip.fhir.search.text import normalize
+
+__all__ = [
+    "MAX",
+    "MIN",
+    "ParamPlan",
+    "ResourceIndex",
+    "composite_component_types",
+    "date_range",
+    "index_resource",
+    "normalize_text",
+    "params_for",
+    "parse_reference",
+    "probe_values",
+]
+
+MIN = -(2**62)  #: open start of a Period (µs)
+MAX = 2**62  #: open end of a Period (µs)
+
+SKIPPED_PARAMS = frozenset({"_id", "_lastUpdated"})  # the store indexes these from its own columns
+
+StringRow = tuple[str, int, str, str]
+TokenRow = tuple[str, int, str | None, str | None, str | None]
+DateRow = tuple[str, int, int, int]
+RefRow = tuple[str, int, str | None, str | None, str | None]
+QuantityRow = tuple[str, int, float, float, str | None, str | None, str | None]
+NumberRow = tuple[str, int, float]
+UriRow = tuple[str, int, str]
+Probe = tuple[str, str]
+
+
+@dataclass(slots=True)
+class ResourceIndex:
+    """All search index rows of one resource, by table (formats in the module docstring)."""
+
+    strings: list[StringRow] = field(default_factory=list)
+    tokens: list[TokenRow] = field(default_factory=list)
+    dates: list[DateRow] = field(default_factory=list)
+    refs: list[RefRow] = field(default_factory=list)
+    quantities: list[QuantityRow] = field(default_factory=list)
+    numbers: list[NumberRow] = field(default_factory=list)
+    uris: list[UriRow] = field(default_factory=list)
+
+    def row_count(self) -> int:
+        return (
+            len(self.strings)
+            + len(self.tokens)
+            + len(self.dates)
+            + len(self.refs)
+            + len(self.quantities)
+            + len(self.numbers)
+            + len(self.uris)
+        )
+
+    def _dedupe(self) -> None:
+        for name in ("strings", "tokens", "dates", "refs", "quantities", "numbers", "uris"):
+            rows = getattr(self, name)
+            if len(rows) > 1:
+                setattr(self, name, list(dict.fromkeys(rows)))
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def normalize_text(s: str) -> str:
+    """Fold text for string search (lower-case, accents dropped, full-width ASCII
+    to half-width, whitespace collapsed): :func:`phip.fhir.search.text.normalize`,
+    the one the query side uses too, so both sides compare alike."""
+    return normalize(s)
+
+
+def _norm_opt(s: Any) -> str | None:
+    return normalize_text(s) if type(s) is str and s else None
+
+
+# --------------------------------------------------------------------------- dates
+
+_DT_RE = re.compile(
+    r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
+    r"(Z|[+-]\d{2}:\d{2})?)?)?)?\Z"
+)
+_EPOCH = date(1970, 1, 1).toordinal()
+_DAY = 86_400_000_000
+_SEC = 1_000_000
+
+
+def date_range(text: str) -> tuple[int, int] | None:
+    """The inclusive µs range (UTC) a FHIR date/dateTime/instant denotes, at its precision.
+
+    ``2013`` is the whole year, ``2013-05`` the month, a date the day, a
+    dateTime the second (or the precision of its fraction).  A dateTime without
+    timezone is read as UTC.  ``None`` when the text is not a valid value.
+    """
+    m = _DT_RE.match(text)
+    if m is None:
+        return None
+    ys, mos, ds, hs, mis, ss, frac, tz = m.groups()
+    y = int(ys)
+    try:
+        if mos is None:
+            lo = date(y, 1, 1).toordinal() - _EPOCH
+            return lo * _DAY, (lo + (366 if isleap(y) else 365)) * _DAY - 1
+        mo = int(mos)
+        if ds is None:
+            lo = date(y, mo, 1).toordinal() - _EPOCH
+            return lo * _DAY, (lo + monthrange(y, mo)[1]) * _DAY - 1
+        day = date(y, mo, int(ds)).toordinal() - _EPOCH
+    except ValueError:
+        return None
+    base = day * _DAY
+    if hs is None:
+        return base, base + _DAY - 1
+    h, mi = int(hs), int(mis)
+    if h > 23 or mi > 59:
+        return None
+    t = base + (h * 3600 + mi * 60) * _SEC
+    if ss is None:
+        width = 60 * _SEC
+    else:
+        sec = int(ss)
+        if sec > 60:
+            return None
+        t += min(sec, 59) * _SEC
+        if frac:
+            digits = frac[:6]
+            t += int(digits.ljust(6, "0"))
+            width = 10 ** (6 - len(digits))
+        else:
+            width = _SEC
+    if tz is not None and tz != "Z":
+        off = (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60) * _SEC
+        t = t - off if tz[0] == "+" else t + off
+    return t, t + width - 1
+
+
+# --------------------------------------------------------------------------- probes
+
+_ESC_RE = re.compile(r"([\\,$|])")
+
+
+def _esc(s: str) -> str:
+    """Escape a search value part (``\\``, ``,``, ``$``, ``|``) as FHIR search requires."""
+    return _ESC_RE.sub(r"\\\1", s) if ("\\" in s or "," in s or "$" in s or "|" in s) else s
+
+
+def _num_text(v: Any) -> str:
+    if type(v) is int:
+        return str(v)
+    f = float(v)
+    if f.is_integer() and abs(f) < 1e15:
+        return repr(f)  # 5.0 keeps the decimal point (precision of one decimal place)
+    return repr(f)
+
+
+# --------------------------------------------------------------------------- emitters
+# Each emitter gets (index, param, grp, node, probes); ``probes`` is None except
+# for probe_values().  Dispatch is by the node's FHIR type (subtypes resolved once).
+
+Sink = list[Probe] | None
+
+
+def _unwrap_extension(node: Node) -> list[Node]:
+    """The ``value[x]`` of an Extension node, typed from its JSON key suffix."""
+    v = node.value
+    out: list[Node] = []
+    if type(v) is dict:
+        for k, x in v.items():
+            if k.startswith("value") and len(k) > 5:
+                t = _suffix_types().get(k[5:])
+                if t is not None and x is not None:
+                    out.append(Node(x, t, fhirpath.type_ctx(t)))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _suffix_types() -> dict[str, str]:
+    return {t[0].upper() + t[1:]: t for t in types()}
+
+
+# -- string
+
+
+def _str_value(ix: ResourceIndex, p: str, g: int, v: Any, probes: Sink) -> None:
+    if type(v) is not str or not v:
+        return
+    ix.strings.append((p, g, normalize_text(v), v))
+    if probes is not None:
+        probes.append((p, _esc(v)))
+
+
+_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
+_ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
+
+
+def _str_parts(parts: tuple[str, ...]) -> Any:
+    def emit(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+        v = node.value
+        if type(v) is not dict:
+            return
+        for k in parts:
+            x = v.get(k)
+            if x is None:
+                continue
+            if type(x) is list:
+                for item in x:
+                    _str_value(ix, p, g, item, probes)
+            else:
+                _str_value(ix, p, g, x, probes)
+
+    return emit
+
+
+def _str_prim(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    _str_value(ix, p, g, node.value, probes)
+
+
+def _str_cc(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is dict:
+        _str_value(ix, p, g, v.get("text"), probes)
+
+
+# -- token
+
+
+def _token(ix: ResourceIndex, p: str, g: int, system: Any, code: Any, display: Any, probes: Sink) -> None:
+    s = system if type(system) is str and system else None
+    c = code if type(code) is str and code else None
+    t = _norm_opt(display)
+    if s is None and c is None and t is None:
+        return
+    ix.tokens.append((p, g, s, c, t))
+    if probes is not None:
+        if c is not None:
+            probes.append((p, f"{_esc(s)}|{_esc(c)}" if s is not None else _esc(c)))
+        elif s is not None:
+            probes.append((p, f"{_esc(s)}|"))
+        elif type(display) is str:
+            probes.append((f"{p}:text", _esc(display)))
+
+
+def _tok_coding(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is dict:
+        _token(ix, p, g, v.get("system"), v.get("code"), v.get("display"), probes)
+
+
+def _tok_cc(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is not dict:
+        return
+    codings = v.get("coding")
+    if type(codings) is list:
+        for c in codings:
+            if type(c) is dict:
+                _token(ix, p, g, c.get("system"), c.get("code"), c.get("display"), probes)
+    text = v.get("text")
+    if type(text) is str and text:
+        _token(ix, p, g, None, None, text, probes)
+
+
+def _tok_identifier(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is not dict:
+        return
+    typ = v.get("type")
+    value = v.get("value")
+    type_text = typ.get("text") if type(typ) is dict else None
+    _token(ix, p, g, v.get("system"), value, type_text, probes)
+    if g == 0 and type(typ) is dict and type(value) is str and value:
+        codings = typ.get("coding")
+        if type(codings) is list:
+            pm = f"{p}:of-type"
+            for c in codings:
+                if type(c) is not dict:
+                    continue
+                tc = c.get("code")
+                if type(tc) is not str or not tc:
+                    continue
+                ts = c.get("system") if type(c.get("system")) is str else None
+                ix.tokens.append((pm, g, ts, f"{tc}|{value}", None))
+                if probes is not None:
+                    probes.append((pm, f"{_esc(ts or '')}|{_esc(tc)}|{_esc(value)}"))
+
+
+def _tok_contact(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is not dict:
+        return
+    value = v.get("value")
+    if type(value) is not str or not value:
+        return
+    system = v.get("system")
+    ix.tokens.append((p, g, system if type(system) is str and system else None, value, None))
+    if probes is not None:
+        # ContactPoint.system is not a token system in FHIR: query by value only
+        probes.append((p, _esc(value)))
+
+
+def _tok_prim(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is bool:
+        s = "true" if v else "false"
+    elif type(v) is str:
+        s = v
+    elif type(v) in (int, float):
+        s = _num_text(v)
+    else:
+        return
+    if not s:
+        return
+    ix.tokens.append((p, g, None, s, None))
+    if probes is not None:
+        probes.append((p, _esc(s)))
+
+
+# -- date
+
+
+def _date_prim(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is not str:
+        return
+    r = date_range(v)
+    if r is None:
+        return
+    ix.dates.append((p, g, r[0], r[1]))
+    if probes is not None:
+        probes.append((p, "eq" + _esc(v)))
+
+
+def _period(ix: ResourceIndex, p: str, g: int, v: Any, probes: Sink) -> None:
+    if type(v) is not dict:
+        return
+    start, end = v.get("start"), v.get("end")
+    lo_r = date_range(start) if type(start) is str else None
+    hi_r = date_range(end) if type(end) is str else None
+    if lo_r is None and hi_r is None:
+        return
+    lo = lo_r[0] if lo_r is not None else MIN
+    hi = hi_r[1] if hi_r is not None else MAX
+    ix.dates.append((p, g, lo, hi))
+    if probes is not None:
+        if lo_r is not None:
+            probes.append((p, "ge" + _esc(str(start))))
+        if hi_r is not None and (lo_r is None or lo_r[0] <= hi_r[1]):
+            probes.append((p, "le" + _esc(str(end))))
+
+
+def _date_period(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    _period(ix, p, g, node.value, probes)
+
+
+def _date_timing(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is not dict:
+        return
+    events = v.get("event")
+    if type(events) is list:
+        for e in events:
+            if type(e) is str:
+                _date_prim(ix, p, g, Node(e, "dateTime"), probes)
+    rep = v.get("repeat")
+    if type(rep) is dict and "boundsPeriod" in rep:
+        _period(ix, p, g, rep["boundsPeriod"], probes)
+
+
+# -- reference
+
+
+def _ref_string(ix: ResourceIndex, p: str, g: int, ref: Any, probes: Sink, canonical: bool) -> None:
+    if type(ref) is not str or not ref:
+        return
+    parsed = parse_reference(ref)
+    if parsed is None:
+        return
+    versioned = canonical and "|" in ref
+    if versioned:
+        base = ref.split("|", 1)[0]
+        parsed_base = parse_reference(base)
+        if parsed_base is not None:
+            ix.refs.append((p, g, parsed_base[0], parsed_base[1], base))
+            if probes is not None:
+                probes.append((p, _esc(base)))
+        parsed = (parsed_base[0], parsed_base[1], ref) if parsed_base is not None else (None, None, ref)
+    t, i, url = parsed
+    ix.refs.append((p, g, t, i, url))
+    if probes is not None:
+        probes.append((p, _esc(url) if url is not None else f"{t}/{_esc(i or '')}"))
+
+
+def _ref_reference(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is not dict:
+        return
+    _ref_string(ix, p, g, v.get("reference"), probes, False)
+    ident = v.get("identifier")
+    if g == 0 and type(ident) is dict:
+        s, val = ident.get("system"), ident.get("value")
+        if type(val) is str and val:
+            s = s if type(s) is str and s else None
+            pm = f"{p}:identifier"
+            ix.tokens.append((pm, g, s, val, None))
+            if probes is not None:
+                probes.append((pm, f"{_esc(s)}|{_esc(val)}" if s else _esc(val)))
+
+
+def _ref_canonical(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    _ref_string(ix, p, g, node.value, probes, True)
+
+
+def _ref_uri(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    _ref_string(ix, p, g, node.value, probes, False)
+
+
+def _ref_resource(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is not dict:
+        return
+    rt, rid = v.get("resourceType"), v.get("id")
+    if type(rt) is str and type(rid) is str and rid:
+        ix.refs.append((p, g, rt, rid, None))
+        if probes is not None:
+            probes.append((p, f"{rt}/{_esc(rid)}"))
+
+
+# -- quantity / number
+
+
+def _num(x: Any) -> float | None:
+    if type(x) in (int, float):
+        f = float(x)
+        return f if math.isfinite(f) else None
+    return None
+
+
+def _qty_probe(v: float | str, system: str | None, code: str | None, unit: str | None) -> str:
+    if system and code:
+        return f"{v}|{_esc(system)}|{_esc(code)}"
+    if code or unit:
+        return f"{v}||{_esc(code or unit or '')}"
+    return str(v)
+
+
+def _s(x: Any) -> str | None:
+    return x if type(x) is str and x else None
+
+
+def _qty_quantity(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is not dict:
+        return
+    f = _num(v.get("value"))
+    if f is None:
+        return
+    system, code, unit = _s(v.get("system")), _s(v.get("code")), _s(v.get("unit"))
+    ix.quantities.append((p, g, f, f, system, code, unit))
+    if probes is not None:
+        probes.append((p, _qty_probe(_num_text(v["value"]), system, code, unit)))
+
+
+def _qty_money(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is not dict:
+        return
+    f = _num(v.get("value"))
+    if f is None:
+        return
+    cur = _s(v.get("currency"))
+    system = "urn:iso:std:iso:4217" if cur else None
+    ix.quantities.append((p, g, f, f, system, cur, None))
+    if probes is not None:
+        probes.append((p, _qty_probe(_num_text(v["value"]), system, cur, None)))
+
+
+def _qty_range(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is not dict:
+        return
+    low, high = v.get("low"), v.get("high")
+    lo = _num(low.get("value")) if type(low) is dict else None
+    hi = _num(high.get("value")) if type(high) is dict else None
+    if lo is None and hi is None:
+        return
+    q: dict[str, Any] = low if lo is not None and type(low) is dict else high  # type: ignore[assignment]
+    system, code, unit = _s(q.get("system")), _s(q.get("code")), _s(q.get("unit"))
+    ix.quantities.append(
+        (p, g, lo if lo is not None else -math.inf, hi if hi is not None else math.inf, system, code, unit)
+    )
+    if probes is not None:
+        if lo is not None:
+            probes.append((p, "ge" + _qty_probe(_num_text(q["value"]), system, code, unit)))
+        else:
+            probes.append((p, "le" + _qty_probe(_num_text(q["value"]), system, code, unit)))
+
+
+def _number(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    f = _num(node.value)
+    if f is None:
+        return
+    ix.numbers.append((p, g, f))
+    if probes is not None:
+        probes.append((p, _num_text(node.value)))
+
+
+# -- uri
+
+
+def _uri(ix: ResourceIndex, p: str, g: int, node: Node, probes: Sink) -> None:
+    v = node.value
+    if type(v) is not str or not v:
+        return
+    ix.uris.append((p, g, v))
+    if probes is not None:
+        probes.append((p, _esc(v)))
+
+
+_STRING_LIKE = ("string", "uri")  # code/id/markdown derive from string; url/canonical/oid/uuid from uri
+
+# param type -> {base FHIR type handled: emitter}; subtypes inherit (Age -> Quantity, code -> string)
+_HANDLERS: dict[str, dict[str, Any]] = {
+    "string": {
+        "string": _str_prim,
+        "uri": _str_prim,
+        "HumanName": _str_parts(_NAME_PARTS),
+        "Address": _str_parts(_ADDRESS_PARTS),
+        "CodeableConcept": _str_cc,
+    },
+    "token": {
+        "Coding": _tok_coding,
+        "CodeableConcept": _tok_cc,
+        "Identifier": _tok_identifier,
+        "ContactPoint": _tok_contact,
+        "string": _tok_prim,
+        "uri": _tok_prim,
+        "boolean": _tok_prim,
+        "integer": _tok_prim,
+        "decimal": _tok_prim,
+    },
+    "date": {
+        "date": _date_prim,
+        "dateTime": _date_prim,
+        "instant": _date_prim,
+        "string": _date_prim,  # performedString etc.: indexed only when it parses as a date
+        "Period": _date_period,
+        "Timing": _date_timing,
+    },
+    "reference": {
+        "Reference": _ref_reference,
+        "canonical": _ref_canonical,
+        "uri": _ref_uri,
+        "Resource": _ref_resource,
+    },
+    "quantity": {
+        "Quantity": _qty_quantity,
+        "Money": _qty_money,
+        "Range": _qty_range,
+    },
+    "number": {"integer": _number, "decimal": _number},
+    "uri": {"uri": _uri, "string": _uri},
+}
+
+# the param type a node type naturally belongs to (for spec errors in composite definitions)
+_NATURAL = (
+    ("Reference", "reference"),
+    ("Coding", "token"),
+    ("CodeableConcept", "token"),
+    ("Identifier", "token"),
+    ("ContactPoint", "token"),
+    ("code", "token"),
+    ("boolean", "token"),
+    ("date", "date"),
+    ("dateTime", "date"),
+    ("instant", "date"),
+    ("Period", "date"),
+    ("Timing", "date"),
+    ("Quantity", "quantity"),
+    ("Money", "quantity"),
+    ("Range", "quantity"),
+    ("integer", "number"),
+    ("decimal", "number"),
+    ("uri", "uri"),
+    ("string", "string"),
+    ("HumanName", "string"),
+    ("Address", "string"),
+)
+
+_DISPATCH: dict[tuple[str, str], Any] = {}
+_NONE = object()
+
+
+def _handler(ptype: str, ntype: str) -> Any:
+    key = (ptype, ntype)
+    h = _DISPATCH.get(key, _NONE)
+    if h is _NONE:
+        h = None
+        table = _HANDLERS.get(ptype, {})
+        if ntype in table:
+            h = table[ntype]
+        elif ptype == "reference" and is_subtype(ntype, "Resource"):
+            h = _ref_resource
+        else:
+            for base, fn in table.items():
+                if is_subtype(ntype, base):
+                    h = fn
+                    break
+        _DISPATCH[key] = h
+    return h
+
+
+def _emit(ix: ResourceIndex, ptype: str, p: str, g: int, nodes: list[Node], probes: Sink) -> None:
+    for node in nodes:
+        h = _handler(ptype, node.type)
+        if h is not None:
+            h(ix, p, g, node, probes)
+        elif node.type == "Extension":
+            _emit(ix, ptype, p, g, _unwrap_extension(node), probes)
+
+
+# --------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True, slots=True)
+class ParamPlan:
+    """One search parameter compiled for one resource type."""
+
+    code: str
+    type: str
+    expr: Compiled
+    #: composite only: (row param ``code$j``, compiled component expression, effective type)
+    components: tuple[tuple[str, Compiled, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _TypePlan:
+    params: tuple[ParamPlan, ...]
+    by_key: dict[str, tuple[int, ...]]  # top-level JSON key -> params that start from it
+    always: tuple[int, ...]  # params evaluated whatever keys the resource has
+
+
+def _natural_type(ntypes: frozenset[str]) -> str | None:
+    for t in sorted(ntypes):
+        for base, ptype in _NATURAL:
+            if is_subtype(t, base):
+                return ptype
+    return None
+
+
+def _effective_component_type(rt: str, composite_expr: str, url: str, expr: str) -> str:
+    """The component's param type, or the natural one of its nodes when the spec's
+    component definition does not fit them (R4 DocumentReference ``relationship``
+    has its two component definitions swapped)."""
+    d = search_params_by_url().get(url)
+    declared = d.type if d is not None else None
+    outs = output_types(expr, rt, composite_expr)
+    if declared is not None and (not outs or any(_handler(declared, t) is not None for t in outs)):
+        return declared
+    if declared is not None and all(t == "Extension" for t in outs):
+        return declared
+    return _natural_type(outs) or declared or "token"
+
+
+_PLANS: dict[str, _TypePlan] = {}
+
+
+def _plan(rt: str) -> _TypePlan:
+    plan = _PLANS.get(rt)
+    if plan is not None:
+        return plan
+    params: list[ParamPlan] = []
+    for code, p in search_params_for(rt).items():
+        if code in SKIPPED_PARAMS or p.type == "special" or not p.expression:
+            continue
+        c = fhirpath.compile_for_type(p.expression, rt)
+        if c is None:
+            continue
+        comps: tuple[tuple[str, Compiled, str], ...] = ()
+        if p.type == "composite":
+            comps = tuple(
+                (f"{code}${j}", fhirpath.compile(e), _effective_component_type(rt, p.expression, url, e))
+                for j, (url, e) in enumerate(p.component)
+            )
+        params.append(ParamPlan(code, p.type, c, comps))
+    by_key: dict[str, list[int]] = {}
+    always: list[int] = []
+    for i, pp in enumerate(params):
+        if pp.expr.first_keys is None:
+            always.append(i)
+        else:
+            for k in pp.expr.first_keys:
+                by_key.setdefault(k, []).append(i)
+    plan = _TypePlan(tuple(params), {k: tuple(v) for k, v in by_key.items()}, tuple(always))
+    _PLANS[rt] = plan
+    return plan
+
+
+def params_for(resource_type: str) -> tuple[ParamPlan, ...]:
+    """The compiled search parameters indexed for a resource type."""
+    return _plan(resource_type).params
+
+
+def composite_component_types(resource_type: str, code: str) -> tuple[tuple[str, str], ...]:
+    """``(row param, param type)`` of each component of a composite parameter, as indexed.
+
+    The query side needs these to know which table holds ``code$j``; they are the
+    component definitions' types, except where the spec got them wrong.
+    """
+    for pp in _plan(resource_type).params:
+        if pp.code == code:
+            return tuple((name, t) for name, _c, t in pp.components)
+    return ()
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _extract(resource: dict[str, Any], probes: Sink) -> ResourceIndex:
+    ix = ResourceIndex()
+    rt = resource.get("resourceType")
+    if type(rt) is not str or rt not in types():
+        return ix
+    plan = _plan(rt)
+    todo = set(plan.always)
+    by_key = plan.by_key
+    for k in resource:
+        hit = by_key.get(k)
+        if hit is not None:
+            todo.update(hit)
+    if not todo:
+        return ix
+    params = plan.params
+    root = Node.root(resource)
+    focus = [root]
+    for i in sorted(todo):
+        pp = params[i]
+        nodes = pp.expr._fn(focus, root)
+        if not nodes:
+            continue
+        if pp.type == "composite":
+            _composite(ix, pp, nodes, root, probes)
+        else:
+            _emit(ix, pp.type, pp.code, 0, nodes, probes)
+    ix._dedupe()
+    return ix
+
+
+def _composite(ix: ResourceIndex, pp: ParamPlan, nodes: list[Node], root: Node, probes: Sink) -> None:
+    """Rows of each component j for the i-th node, under ``code$j`` and ``grp = i + 1``.
+
+    A node whose components are not all present is skipped: no composite search
+    could match it.  Handlers emit no modifier rows when ``grp != 0``.
+    """
+    comps = pp.components
+    for i, node in enumerate(nodes):
+        focus = [node]
+        values = [c._fn(focus, root) for _name, c, _t in comps]
+        if not all(values):
+            continue
+        g = i + 1
+        if probes is None:
+            for (name, _c, ctype), cnodes in zip(comps, values, strict=True):
+                _emit(ix, ctype, name, g, cnodes, None)
+            continue
+        parts: list[str] = []
+        for (name, _c, ctype), cnodes in zip(comps, values, strict=True):
+            sub: list[Probe] = []
+            _emit(ix, ctype, name, g, cnodes, sub)
+            first = next((v for prm, v in sub if prm == name), None)
+            if first is not None:
+                parts.append(first)
+        if len(parts) == len(comps):
+            probes.append((pp.code, "$".join(parts)))
+
+
+def index_resource(resource: dict[str, Any]) -> ResourceIndex:
+    """Every search index row for one resource (``_id``/``_lastUpdated`` excepted).
+
+    Rows are de-duplicated per (param, grp, values).  Unknown resource types give
+    an empty index; values that do not parse (a bad date) are skipped, never raised.
+    """
+    return _extract(resource, None)
+
+
+def probe_values(resource: dict[str, Any]) -> list[Probe]:
+    """One ``(param[:modifier], search value)`` per index row that a correct FHIR
+    server must match against ``resource`` (values escaped per FHIR search rules).
+
+    Examples: ``("gender", "male")``, ``("code", "http://loinc.org|1234-5")``,
+    ``("birthdate", "eq1974-12-25")``, ``("date", "ge2013-01-01")`` for a Period
+    start, ``("subject", "Patient/1")``, ``("value-quantity",
+    "5.4|http://unitsofmeasure.org|mg")``, ``("code-value-quantity",
+    "http://loinc.org|1234-5$5.4|http://unitsofmeasure.org|mg")``,
+    ``("identifier:of-type", "http://terminology.hl7.org/CodeSystem/v2-0203|MR|123")``.
+    """
+    probes: list[Probe] = []
+    _extract(resource, probes)
+    return list(dict.fromkeys(probes))

@@ -1,0 +1,117 @@
+"""Database engines and the per-backend differences, in one place.
+
+SQLite (WAL, ``BEGIN IMMEDIATE`` so writers queue instead of failing on upgrade) is the
+embedded default; PostgreSQL via psycopg 3 is the production backend.  Everything
+backend-specific that the store needs is a method of :class:`Dialect`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _json_dumps(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+class Dialect:
+    """Hooks for what differs between backends."""
+
+    name = "base"
+
+    def lock_change_feed(self, conn: Connection) -> None:
+        """Serialise change-feed sequence assignment with commit (see ``Store.commit_changes``)."""
+
+    def next_seq(self, conn: Connection, n: int) -> int:
+        """Reserve ``n`` consecutive change sequence numbers; returns the first."""
+        raise NotImplementedError
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+
+    def next_seq(self, conn: Connection, n: int) -> int:
+        # Writers are serialised by BEGIN IMMEDIATE, so max+1 is commit-ordered.
+        cur = conn.execute(text("SELECT COALESCE(MAX(seq), 0) FROM changes")).scalar_one()
+        return int(cur) + 1
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    LOCK_KEY = 0x70686970  # "phip"
+
+    def lock_change_feed(self, conn: Connection) -> None:
+        # Held until commit: sequence numbers are handed out in commit order, so a
+        # reader never sees seq N+1 while the transaction holding N is still open.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.LOCK_KEY})
+
+    def next_seq(self, conn: Connection, n: int) -> int:
+        cur = conn.execute(text("SELECT COALESCE(MAX(seq), 0) FROM changes")).scalar_one()
+        return int(cur) + 1
+
+
+def make_engine(url: str, *, pool_size: int = 8) -> tuple[Engine, Dialect]:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=16,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA cache_size=-262144")
+            cur.execute("PRAGMA temp_store=MEMORY")
+            cur.execute("PRAGMA mmap_size=1073741824")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine, SQLiteDialect()
+    if u.get_backend_name() == "postgresql":
+        engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=16,
+            pool_pre_ping=True,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+        )
+        return engine, PostgresDialect()
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///… or postgresql+psycopg://…")
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to the newest schema (Alembic ``upgrade head``)."""
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+        if conn.in_transaction():
+            conn.commit()

@@ -1,0 +1,741 @@
+"""The FHIR repository: the one place that reads and writes resources.
+
+Every route, operation, importer and capability goes through :class:`Repository`
+(nothing else writes SQL against the resource tables).  It validates, versions,
+indexes, keeps history and the change feed, and runs the hook points.  A
+:class:`Store` holds the engine; a Repository is cheap and made per request.
+
+Primitives (after Medplum's ``FhirRepository``): create, read, vread, update, patch,
+delete, history, search, and ``transaction()`` which groups operations in one
+database transaction; conditional create/update/delete are written once on top.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonpatch
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from phip.core.hooks import Hooks, Point, WriteEvent
+from phip.fhir import definitions as defs
+from phip.fhir.datetimes import date_range, now_us, to_instant
+from phip.fhir.errors import FhirError, Issue, bad_request, conflict, gone, not_found
+from phip.fhir.search.extract import index_resource
+from phip.fhir.search.query import Parser, SearchRequest
+from phip.fhir.validation import validate
+from phip.store import schema as S
+from phip.store.db import Dialect, make_engine, migrate
+from phip.store.search import SearchCompiler, encode_cursor, paged
+
+ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+LOCAL_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
+
+
+@dataclass(slots=True)
+class Settings:
+    validate: bool = True
+    reference_integrity: str = "lenient"  # strict | lenient
+    default_count: int = 50
+    max_count: int = 1000
+    base_url: str = ""
+    query_timeout_ms: int = 30000
+
+
+@dataclass(slots=True)
+class Row:
+    """A stored version of a resource; ``content`` is its JSON bytes (None when deleted)."""
+
+    rid: int
+    type: str
+    id: str
+    version: int
+    last_updated: int
+    deleted: bool
+    content: bytes | None
+    method: str | None = None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @property
+    def last_modified(self) -> str:
+        return to_instant(self.last_updated)
+
+    def resource(self) -> dict[str, Any]:
+        assert self.content is not None
+        out: dict[str, Any] = orjson.loads(self.content)
+        return out
+
+
+@dataclass(slots=True)
+class WriteResult:
+    row: Row
+    status: int  # 201 created, 200 updated / found
+    issues: list[Issue] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SearchResult:
+    rows: list[Row]
+    included: list[Row]
+    next_cursor: str | None
+    total: int | None
+
+
+def content_bytes(value: Any) -> bytes | None:
+    """Stored content as JSON bytes (PostgreSQL hands back JSONB as a dict)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    ordered = {"resourceType": value.get("resourceType"), "id": value.get("id"), "meta": value.get("meta")}
+    ordered.update(value)
+    return orjson.dumps({k: v for k, v in ordered.items() if v is not None})
+
+
+def parse_etag(value: str | None) -> int | None:
+    if value is None:
+        return None
+    v = value.strip()
+    if v.startswith("W/"):
+        v = v[2:]
+    v = v.strip('"')
+    try:
+        return int(v)
+    except ValueError:
+        raise bad_request(f"If-Match must be a version ETag like W/\"3\", not {value!r}") from None
+
+
+class Store:
+    """The database behind a node: engine, dialect, search compiler, hooks."""
+
+    def __init__(self, url: str, settings: Settings | None = None, *, pool_size: int = 8) -> None:
+        self.url = url
+        self.settings = settings or Settings()
+        self.engine, self.dialect = make_engine(url, pool_size=pool_size)
+        self.search_compiler = SearchCompiler(self.dialect.name, self.settings.base_url)
+        self.hooks = Hooks()
+        self._local = threading.local()
+
+    def migrate(self) -> None:
+        migrate(self.engine)
+
+    def repository(self) -> Repository:
+        return Repository(self)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write_tx(self) -> Iterator[Tx]:
+        """A write transaction; the change feed rows are added just before commit."""
+        existing: Tx | None = getattr(self._local, "tx", None)
+        if existing is not None:
+            yield existing
+            return
+        with self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
+            tx = Tx(conn, self.dialect)
+            self._local.tx = tx
+            try:
+                with conn.begin():
+                    yield tx
+                    tx.flush_changes()
+            finally:
+                self._local.tx = None
+
+    @contextmanager
+    def read_conn(self) -> Iterator[Connection]:
+        existing: Tx | None = getattr(self._local, "tx", None)
+        if existing is not None:
+            yield existing.conn
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
+
+class Tx:
+    """An open write transaction and the changes it will publish."""
+
+    def __init__(self, conn: Connection, dialect: Dialect) -> None:
+        self.conn = conn
+        self.dialect = dialect
+        self.changes: list[dict[str, Any]] = []
+        self.ref_checks: list[tuple[str, str, str]] = []  # (expression, type, id)
+
+    def flush_changes(self) -> None:
+        if self.ref_checks:
+            _check_references(self.conn, self.ref_checks)
+            self.ref_checks = []
+        if not self.changes:
+            return
+        self.dialect.lock_change_feed(self.conn)
+        seq = self.dialect.next_seq(self.conn, len(self.changes))
+        for i, ch in enumerate(self.changes):
+            ch["seq"] = seq + i
+        self.conn.execute(S.changes.insert(), self.changes)
+        self.changes = []
+
+
+def _check_references(conn: Connection, refs: list[tuple[str, str, str]]) -> None:
+    wanted = {(t, i) for _e, t, i in refs}
+    found: set[tuple[str, str]] = set()
+    items = sorted(wanted)
+    for k in range(0, len(items), 500):
+        chunk = items[k : k + 500]
+        q = sa.select(S.resources.c.type, S.resources.c.id).where(
+            sa.tuple_(S.resources.c.type, S.resources.c.id).in_(chunk), S.resources.c.deleted == sa.false()
+        )
+        found.update((t, i) for t, i in conn.execute(q))
+    missing = [(e, t, i) for e, t, i in refs if (t, i) not in found]
+    if missing:
+        issues = [
+            Issue("error", "not-found", f"Reference {t}/{i} does not resolve to a resource on this node", e,
+                  "PHIP-1301")
+            for e, t, i in missing
+        ]
+        raise FhirError(422, issues[0].diagnostics, issues=issues)
+
+
+def local_references(resource: Any, path: str = "") -> Iterator[tuple[str, str, str]]:
+    """(expression, type, id) of every relative ``Type/id`` reference in a resource."""
+    if isinstance(resource, dict):
+        for k, v in resource.items():
+            if k == "reference" and isinstance(v, str):
+                m = LOCAL_REF.match(v)
+                if m and m.group(1) in defs.resource_types():
+                    yield f"{path}.reference", m.group(1), m.group(2)
+            elif k != "contained" and isinstance(v, dict | list):
+                yield from local_references(v, f"{path}.{k}")
+    elif isinstance(resource, list):
+        for i, v in enumerate(resource):
+            yield from local_references(v, f"{path}[{i}]")
+
+
+R = S.resources
+V = S.resource_versions
+_ROW_COLS = (R.c.rid, R.c.type, R.c.id, R.c.version, R.c.last_updated, R.c.deleted, R.c.content)
+
+
+def _row(rec: Any) -> Row:
+    return Row(rec.rid, rec.type, rec.id, rec.version, rec.last_updated, rec.deleted, content_bytes(rec.content))
+
+
+class Repository:
+    """Reads and writes resources of one store (made per request; cheap)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.settings = store.settings
+
+    # -- transactions ---------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """Group the operations inside in one atomic database transaction."""
+        with self.store.write_tx() as tx:
+            yield tx
+
+    # -- reads ----------------------------------------------------------------------------------
+    def _check_type(self, rtype: str) -> None:
+        if rtype not in defs.resource_types():
+            raise FhirError(404, f"Unknown resource type {rtype!r}", code="not-supported", msg_id="PHIP-1001")
+
+    def read(self, rtype: str, rid: str) -> Row:
+        self._check_type(rtype)
+        with self.store.read_conn() as conn:
+            rec = conn.execute(sa.select(*_ROW_COLS).where(R.c.type == rtype, R.c.id == rid)).first()
+        if rec is None:
+            raise not_found(f"{rtype}/{rid} is not known")
+        row = _row(rec)
+        if row.deleted:
+            raise FhirError(
+                410, f"{rtype}/{rid} was deleted", code="deleted", msg_id="PHIP-1410",
+                headers={"ETag": row.etag, "Last-Modified": row.last_modified},
+            )
+        return row
+
+    def vread(self, rtype: str, rid: str, vid: str) -> Row:
+        self._check_type(rtype)
+        try:
+            version = int(vid)
+        except ValueError:
+            raise not_found(f"{rtype}/{rid} has no version {vid!r}") from None
+        with self.store.read_conn() as conn:
+            rec = conn.execute(
+                sa.select(V.c.rid, V.c.type, V.c.id, V.c.version, V.c.last_updated, V.c.deleted, V.c.content)
+                .where(V.c.type == rtype, V.c.id == rid, V.c.version == version)
+            ).first()
+        if rec is None:
+            raise not_found(f"{rtype}/{rid} has no version {vid}")
+        row = _row(rec)
+        if row.deleted:
+            raise gone(f"Version {vid} of {rtype}/{rid} is a deletion")
+        return row
+
+    def rows_by_ids(self, refs: list[tuple[str, str]]) -> list[Row]:
+        if not refs:
+            return []
+        out: list[Row] = []
+        with self.store.read_conn() as conn:
+            for k in range(0, len(refs), 500):
+                chunk = refs[k : k + 500]
+                q = sa.select(*_ROW_COLS).where(sa.tuple_(R.c.type, R.c.id).in_(chunk), R.c.deleted == sa.false())
+                out.extend(_row(r) for r in conn.execute(q))
+        return out
+
+    # -- search ---------------------------------------------------------------------------------
+    def parser(self, lenient: bool = False) -> Parser:
+        return Parser(default_count=self.settings.default_count, max_count=self.settings.max_count,
+                      lenient=lenient)
+
+    def search(self, req: SearchRequest, *, extra_where: list[Any] | None = None) -> SearchResult:
+        r = R.alias("r")
+        compiled = self.store.search_compiler.compile(req, r)
+        where = compiled.where + [f(r) for f in extra_where or []]
+        with self.store.read_conn() as conn:
+            total: int | None = None
+            if req.total in ("accurate", "estimate") or req.summary == "count":
+                total = conn.execute(sa.select(sa.func.count()).select_from(r).where(*where)).scalar_one()
+            if req.summary == "count" or req.count == 0:
+                return SearchResult([], [], None, total)
+            base = sa.select(r.c.rid).where(*where)
+            q, order = paged(base, compiled, r, req.count, req.cursor)
+            recs = conn.execute(q).all()
+            more = len(recs) > req.count
+            recs = recs[: req.count]
+            next_cursor = None
+            if more and recs:
+                last = recs[-1]
+                vals = [last[i + 1] for i in range(len(order) - 1)] + [last.rid]
+                next_cursor = encode_cursor(vals)
+            rids = [rec.rid for rec in recs]
+            rows = self._rows_by_rid(conn, rids)
+            if total is None and req.cursor is None and not more:
+                total = len(rows)
+            included = self._includes(conn, req, rows) if req.includes and rows else []
+        return SearchResult(rows, included, next_cursor, total)
+
+    def _rows_by_rid(self, conn: Connection, rids: list[int]) -> list[Row]:
+        if not rids:
+            return []
+        by = {rec.rid: _row(rec) for rec in conn.execute(sa.select(*_ROW_COLS).where(R.c.rid.in_(rids)))}
+        return [by[x] for x in rids if x in by]
+
+    def _includes(self, conn: Connection, req: SearchRequest, rows: list[Row]) -> list[Row]:
+        seen = {r.rid for r in rows}
+        out: list[Row] = []
+        frontier = rows
+        first = True
+        while frontier:
+            new: list[Row] = []
+            for inc in req.includes:
+                if not first and not inc.iterate:
+                    continue
+                new.extend(self._include_step(conn, inc, frontier, seen))
+            out.extend(new)
+            frontier = new
+            first = False
+        return out
+
+    def _include_step(self, conn: Connection, inc: Any, frontier: list[Row], seen: set[int]) -> list[Row]:
+        x = S.idx_ref.alias("x")
+        t = R.alias("t")
+        found: list[Row] = []
+        if not inc.reverse:
+            src = [r for r in frontier if inc.source_type in ("*", r.type)]
+            if not src:
+                return []
+            conds = [x.c.rid.in_([r.rid for r in src])]
+            if inc.param is not None:
+                conds.append(x.c.param == S.param_key(inc.source_type, inc.code))
+            if inc.target_type:
+                conds.append(x.c.target_type == inc.target_type)
+            q = (
+                sa.select(*[c for c in t.c if c.name != "content"], t.c.content)
+                .select_from(x.join(t, sa.and_(t.c.type == x.c.target_type, t.c.id == x.c.target_id)))
+                .where(*conds, t.c.deleted == sa.false())
+                .distinct()
+            )
+        else:
+            if inc.param is None:
+                return []
+            keys = [(r.type, r.id) for r in frontier]
+            q = (
+                sa.select(*[c for c in t.c if c.name != "content"], t.c.content)
+                .select_from(x.join(t, t.c.rid == x.c.rid))
+                .where(
+                    x.c.param == S.param_key(inc.source_type, inc.code),
+                    sa.tuple_(x.c.target_type, x.c.target_id).in_(keys),
+                    t.c.deleted == sa.false(),
+                )
+                .distinct()
+            )
+        for rec in conn.execute(q):
+            if rec.rid not in seen:
+                seen.add(rec.rid)
+                found.append(_row(rec))
+        return found
+
+    def find(self, rtype: str, query: str, *, limit: int = 2) -> list[Row]:
+        """Resources matching a search query string (for conditional operations)."""
+        from urllib.parse import parse_qsl
+
+        params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+        if not params:
+            raise bad_request("A conditional operation needs search criteria")
+        req = self.parser().parse(rtype, params)
+        req.count = limit
+        req.includes = []
+        return self.search(req).rows
+
+    # -- writes ---------------------------------------------------------------------------------
+    def _prepare(self, rtype: str, rid: str, resource: dict[str, Any], version: int, now: int) -> dict[str, Any]:
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = to_instant(now)
+        out: dict[str, Any] = {"resourceType": rtype, "id": rid, "meta": meta}
+        for k, v in resource.items():
+            if k not in out:
+                out[k] = v
+        return out
+
+    def _validate(self, rtype: str, resource: dict[str, Any]) -> list[Issue]:
+        if not isinstance(resource, dict):
+            raise bad_request("The body must be a JSON object (a FHIR resource)")
+        if resource.get("resourceType") != rtype:
+            raise bad_request(
+                f"resourceType {resource.get('resourceType')!r} does not match the URL type {rtype!r}",
+                expression="resourceType",
+                msg_id="PHIP-1101",
+            )
+        if not self.settings.validate:
+            return []
+        issues = [Issue(i.severity, i.code, i.diagnostics, i.expression, "PHIP-1100") for i in validate(resource)]
+        errors = [i for i in issues if i.severity in ("error", "fatal")]
+        if errors:
+            raise FhirError(422, errors[0].diagnostics, issues=issues)
+        return issues
+
+    def _before_write(self, tx: Tx, rtype: str, resource: dict[str, Any], method: str) -> list[Issue]:
+        issues: list[Issue] = []
+        for res in self.store.hooks.fire(Point.BEFORE_WRITE, tx, rtype, resource, method):
+            if res:
+                issues.extend(res)
+        return issues
+
+    def _store(
+        self, tx: Tx, rtype: str, rid: str, resource: dict[str, Any] | None, version: int, method: str,
+        existing_rid: int | None,
+    ) -> Row:
+        now = now_us()
+        conn = tx.conn
+        content: bytes | None = None
+        doc: dict[str, Any] | None = None
+        if resource is not None:
+            doc = self._prepare(rtype, rid, resource, version, now)
+            content = orjson.dumps(doc)
+            if self.settings.reference_integrity == "strict":
+                tx.ref_checks.extend((f"{rtype}{e}", t, i) for e, t, i in local_references(doc))
+        stored: Any = content.decode() if content is not None and self.store.dialect.name == "sqlite" else doc
+        deleted = resource is None
+        if existing_rid is None:
+            res = conn.execute(
+                R.insert().values(type=rtype, id=rid, version=version, last_updated=now, deleted=deleted,
+                                  content=stored).returning(R.c.rid)
+            )
+            row_id = int(res.scalar_one())
+        else:
+            row_id = existing_rid
+            conn.execute(
+                R.update().where(R.c.rid == row_id).values(version=version, last_updated=now, deleted=deleted,
+                                                            content=stored)
+            )
+            for table in S.INDEX_TABLES.values():
+                conn.execute(table.delete().where(table.c.rid == row_id))
+        conn.execute(
+            V.insert().values(rid=row_id, version=version, type=rtype, id=rid, last_updated=now, deleted=deleted,
+                              method=method, content=stored)
+        )
+        if doc is not None:
+            insert_index_rows(conn, {row_id: (rtype, doc)})
+        tx.changes.append(
+            {"rid": row_id, "type": rtype, "id": rid, "version": version, "deleted": deleted, "ts": now}
+        )
+        self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(rtype, rid, version, method, doc))
+        return Row(row_id, rtype, rid, version, now, deleted, content, method)
+
+    def _current(self, conn: Connection, rtype: str, rid: str) -> Any:
+        q = sa.select(*_ROW_COLS).where(R.c.type == rtype, R.c.id == rid)
+        if self.store.dialect.name == "postgresql":
+            q = q.with_for_update()
+        return conn.execute(q).first()
+
+    def create(
+        self, rtype: str, resource: dict[str, Any], *, if_none_exist: str | None = None, rid: str | None = None
+    ) -> WriteResult:
+        """Create a resource with a server-assigned id (``rid`` only for transactions)."""
+        self._check_type(rtype)
+        issues = self._validate(rtype, resource)
+        with self.store.write_tx() as tx:
+            if if_none_exist:
+                found = self.find(rtype, if_none_exist)
+                if len(found) > 1:
+                    raise conflict(f"If-None-Exist {if_none_exist!r} matches more than one {rtype}", 412)
+                if found:
+                    return WriteResult(found[0], 200, issues)
+            issues += self._before_write(tx, rtype, resource, "POST")
+            new_id = rid or str(uuid.uuid4())
+            row = self._store(tx, rtype, new_id, resource, 1, "POST", None)
+        return WriteResult(row, 201, issues)
+
+    def update(
+        self, rtype: str, rid: str, resource: dict[str, Any], *, if_match: str | None = None, method: str = "PUT"
+    ) -> WriteResult:
+        """Update (or create with a client-assigned id) ``rtype/rid``."""
+        self._check_type(rtype)
+        if not ID_RE.match(rid):
+            raise bad_request(f"{rid!r} is not a valid resource id", expression="id")
+        if isinstance(resource, dict) and resource.get("id") != rid:
+            raise bad_request(
+                f"The resource id {resource.get('id')!r} does not match the URL id {rid!r}",
+                expression=f"{rtype}.id",
+                msg_id="PHIP-1102",
+            )
+        issues = self._validate(rtype, resource)
+        expected = parse_etag(if_match)
+        with self.store.write_tx() as tx:
+            cur = self._current(tx.conn, rtype, rid)
+            if cur is None:
+                if expected is not None:
+                    raise conflict(f"{rtype}/{rid} does not exist (If-Match {if_match})", 412)
+                issues += self._before_write(tx, rtype, resource, method)
+                return WriteResult(self._store(tx, rtype, rid, resource, 1, method, None), 201, issues)
+            if expected is not None and expected != cur.version:
+                raise conflict(
+                    f"{rtype}/{rid} is at version {cur.version}, not {expected} (If-Match)", 412
+                )
+            if not cur.deleted and _same(content_bytes(cur.content), resource):
+                return WriteResult(_row(cur), 200, issues)
+            issues += self._before_write(tx, rtype, resource, method)
+            row = self._store(tx, rtype, rid, resource, cur.version + 1, method, cur.rid)
+        return WriteResult(row, 201 if cur.deleted else 200, issues)
+
+    def patch(self, rtype: str, rid: str, patch: Any, *, if_match: str | None = None) -> WriteResult:
+        """Apply a JSON Patch (RFC 6902) to the current version."""
+        if not isinstance(patch, list):
+            raise bad_request("A JSON Patch body must be an array of operations")
+        with self.store.write_tx():
+            current = self.read(rtype, rid)
+            expected = parse_etag(if_match)
+            if expected is not None and expected != current.version:
+                raise conflict(f"{rtype}/{rid} is at version {current.version}, not {expected} (If-Match)", 412)
+            try:
+                patched = jsonpatch.apply_patch(current.resource(), patch)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as e:
+                raise FhirError(422, f"The JSON Patch cannot be applied: {e}", code="processing") from None
+            if patched.get("id") != rid or patched.get("resourceType") != rtype:
+                raise FhirError(422, "A patch must not change the resource's id or type", code="processing")
+            return self.update(rtype, rid, patched, if_match=f'W/"{current.version}"', method="PATCH")
+
+    def delete(self, rtype: str, rid: str) -> Row | None:
+        """Soft-delete: a new version marked deleted; history keeps the old ones."""
+        self._check_type(rtype)
+        with self.store.write_tx() as tx:
+            cur = self._current(tx.conn, rtype, rid)
+            if cur is None:
+                raise not_found(f"{rtype}/{rid} is not known")
+            if cur.deleted:
+                return None
+            return self._store(tx, rtype, rid, None, cur.version + 1, "DELETE", cur.rid)
+
+    def conditional_update(self, rtype: str, query: str, resource: dict[str, Any],
+                           if_match: str | None = None) -> WriteResult:
+        with self.store.write_tx():
+            found = self.find(rtype, query)
+            if len(found) > 1:
+                raise conflict(f"The criteria {query!r} match more than one {rtype}", 412)
+            if not found:
+                rid = resource.get("id") if isinstance(resource, dict) else None
+                if rid:
+                    return self.update(rtype, rid, resource)
+                return self.create(rtype, resource)
+            target = found[0]
+            if isinstance(resource, dict) and resource.get("id") not in (None, target.id):
+                raise bad_request(
+                    f"The resource id {resource.get('id')!r} does not match the one found ({target.id})",
+                    expression=f"{rtype}.id",
+                )
+            body = dict(resource)
+            body["id"] = target.id
+            return self.update(rtype, target.id, body, if_match=if_match)
+
+    def conditional_delete(self, rtype: str, query: str) -> int:
+        with self.store.write_tx():
+            found = self.find(rtype, query)
+            if len(found) > 1:
+                raise conflict(f"The criteria {query!r} match more than one {rtype}", 412)
+            for row in found:
+                self.delete(rtype, row.id)
+            return len(found)
+
+    # -- meta -------------------------------------------------------------------------------------
+    def meta_change(self, rtype: str, rid: str, meta: dict[str, Any], add: bool) -> dict[str, Any]:
+        """$meta-add / $meta-delete: change tags, profiles and security labels in place."""
+        with self.store.write_tx() as tx:
+            row = self.read(rtype, rid)
+            doc = row.resource()
+            cur = doc.setdefault("meta", {})
+            for key, ident in (("tag", _coding_key), ("security", _coding_key), ("profile", str)):
+                items = list(cur.get(key) or [])
+                keys = [ident(i) for i in items]
+                for item in meta.get(key) or []:
+                    k = ident(item)
+                    if add and k not in keys:
+                        items.append(item)
+                        keys.append(k)
+                    elif not add and k in keys:
+                        del items[keys.index(k)]
+                        keys.remove(k)
+                if items:
+                    cur[key] = items
+                else:
+                    cur.pop(key, None)
+            content = orjson.dumps(doc)
+            stored: Any = content.decode() if self.store.dialect.name == "sqlite" else doc
+            tx.conn.execute(R.update().where(R.c.rid == row.rid).values(content=stored))
+            tx.conn.execute(V.update().where(V.c.rid == row.rid, V.c.version == row.version).values(content=stored))
+            for table in S.INDEX_TABLES.values():
+                tx.conn.execute(table.delete().where(table.c.rid == row.rid))
+            insert_index_rows(tx.conn, {row.rid: (rtype, doc)})
+            return cur
+
+    # -- history ----------------------------------------------------------------------------------
+    def history(
+        self, rtype: str | None = None, rid: str | None = None, *, since: str | None = None,
+        at: str | None = None, count: int = 50, cursor: str | None = None,
+    ) -> tuple[list[Row], str | None]:
+        from phip.store.search import after_cursor, decode_cursor
+
+        if rtype is not None:
+            self._check_type(rtype)
+        conds: list[Any] = []
+        if rtype is not None:
+            conds.append(V.c.type == rtype)
+        if rid is not None:
+            conds.append(V.c.id == rid)
+        try:
+            if since:
+                conds.append(V.c.last_updated >= date_range(since)[0])
+            if at:
+                lo, hi = date_range(at)
+                v2 = V.alias("v2")
+                conds.append(V.c.last_updated <= hi)
+                conds.append(
+                    ~sa.exists().where(v2.c.rid == V.c.rid, v2.c.version > V.c.version, v2.c.last_updated <= lo)
+                )
+        except ValueError as e:
+            raise bad_request(f"Invalid _since/_at: {e}") from None
+        order = [(V.c.last_updated, True), (V.c.rid, True), (V.c.version, True)]
+        if cursor:
+            conds.append(after_cursor(order, decode_cursor(cursor)))
+        q = (
+            sa.select(V.c.rid, V.c.type, V.c.id, V.c.version, V.c.last_updated, V.c.deleted, V.c.method, V.c.content)
+            .where(*conds)
+            .order_by(V.c.last_updated.desc(), V.c.rid.desc(), V.c.version.desc())
+            .limit(count + 1)
+        )
+        with self.store.read_conn() as conn:
+            if rtype is not None and rid is not None:
+                exists = conn.execute(sa.select(R.c.rid).where(R.c.type == rtype, R.c.id == rid)).first()
+                if exists is None:
+                    raise not_found(f"{rtype}/{rid} is not known")
+            recs = conn.execute(q).all()
+        more = len(recs) > count
+        recs = recs[:count]
+        rows = [
+            Row(r.rid, r.type, r.id, r.version, r.last_updated, r.deleted, content_bytes(r.content), r.method)
+            for r in recs
+        ]
+        nxt = encode_cursor([rows[-1].last_updated, rows[-1].rid, rows[-1].version]) if more and rows else None
+        return rows, nxt
+
+    # -- change feed ------------------------------------------------------------------------------
+    def changes(self, since: int, count: int) -> tuple[list[tuple[int, Row]], int]:
+        """Committed changes after sequence ``since``, in order, and the next cursor."""
+        C = S.changes
+        q = (
+            sa.select(C.c.seq, V.c.rid, V.c.type, V.c.id, V.c.version, V.c.last_updated, V.c.deleted, V.c.method,
+                      V.c.content)
+            .select_from(C.join(V, sa.and_(V.c.rid == C.c.rid, V.c.version == C.c.version)))
+            .where(C.c.seq > since)
+            .order_by(C.c.seq)
+            .limit(count)
+        )
+        with self.store.read_conn() as conn:
+            recs = conn.execute(q).all()
+        out = [
+            (r.seq, Row(r.rid, r.type, r.id, r.version, r.last_updated, r.deleted, content_bytes(r.content),
+                        r.method))
+            for r in recs
+        ]
+        return out, (out[-1][0] if out else since)
+
+
+def _coding_key(c: Any) -> Any:
+    return (c.get("system"), c.get("code")) if isinstance(c, dict) else c
+
+
+def _same(stored: bytes | None, resource: dict[str, Any]) -> bool:
+    if stored is None:
+        return False
+    old = orjson.loads(stored)
+    om = dict(old.pop("meta", None) or {})
+    nm = dict(resource.get("meta") or {})
+    for m in (om, nm):
+        m.pop("versionId", None)
+        m.pop("lastUpdated", None)
+    new = {k: v for k, v in resource.items() if k != "meta"}
+    return bool(old == {**new, "resourceType": old.get("resourceType"), "id": old.get("id")} and om == nm)
+
+
+def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any]]]) -> None:
+    """Insert the search index rows of many resources (rid → (type, resource)) in bulk."""
+    batches: dict[str, list[dict[str, Any]]] = {k: [] for k in S.INDEX_TABLES}
+    pk = S.param_key
+    for row_id, (rtype, doc) in docs.items():
+        ix = index_resource(doc)
+        for p, g, norm, raw in ix.strings:
+            batches["string"].append({"rid": row_id, "param": pk(rtype, p), "grp": g, "norm": norm, "raw": raw})
+        for p, g, system, code, text in ix.tokens:
+            batches["token"].append(
+                {"rid": row_id, "param": pk(rtype, p), "grp": g, "system": system, "code": code, "text": text}
+            )
+        for p, g, lo, hi in ix.dates:
+            batches["date"].append({"rid": row_id, "param": pk(rtype, p), "grp": g, "low": lo, "high": hi})
+        for p, g, tt, ti, url in ix.refs:
+            batches["reference"].append(
+                {"rid": row_id, "param": pk(rtype, p), "grp": g, "target_type": tt, "target_id": ti, "url": url}
+            )
+        for p, g, lo, hi, system, code, unit in ix.quantities:
+            batches["quantity"].append(
+                {"rid": row_id, "param": pk(rtype, p), "grp": g, "low": lo, "high": hi, "system": system,
+                 "code": code, "unit": unit}
+            )
+        for p, g, value in ix.numbers:
+            batches["number"].append({"rid": row_id, "param": pk(rtype, p), "grp": g, "value": value})
+        for p, g, value in ix.uris:
+            batches["uri"].append({"rid": row_id, "param": pk(rtype, p), "grp": g, "value": value})
+    for kind, rows in batches.items():
+        if rows:
+            conn.execute(S.INDEX_TABLES[kind].insert(), rows)
