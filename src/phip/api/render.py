@@ -139,6 +139,8 @@ def history_bundle(base: str, self_url: str, rows: list[Row], next_url: str | No
         method = row.method or "PUT"
         url = f"{row.type}" if method == "POST" else f"{row.type}/{row.id}"
         status = {"POST": "201 Created", "DELETE": "204 No Content"}.get(method, "200 OK")
+        if row.version == 1 and method != "DELETE":
+            status = "201 Created"
         entry: dict[str, Any] = {"fullUrl": f"{base}/{row.type}/{row.id}"}
         req = {"method": "PUT" if method == "PATCH" else method, "url": url}
         resp = {"status": status, "etag": row.etag, "lastModified": row.last_modified}
