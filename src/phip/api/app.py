@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
@@ -97,6 +98,15 @@ def create_app(node: Node) -> FastAPI:
     @app.exception_handler(FhirError)
     async def _fhir_error(_request: Request, exc: FhirError) -> Response:
         return oo_response(exc.status, exc.issues, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_params(_request: Request, exc: RequestValidationError) -> Response:
+        issues = [
+            Issue("error", "invalid", f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}",
+                  str(e.get("loc", ("",))[-1]), "PHIP-1105")
+            for e in exc.errors()
+        ]
+        return oo_response(400, issues)
 
     @app.get("/healthz", tags=["node"], summary="Liveness and database check (no authentication)")
     def healthz() -> dict[str, Any]:

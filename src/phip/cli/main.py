@@ -185,3 +185,28 @@ def main() -> None:  # pragma: no cover
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+@app.command()
+def demo(
+    data: Path = typer.Option(Path("demo-data"), "--data", help="Folder of the demo node"),
+    persons: int = typer.Option(20000, "--persons", help="Residents in the synthetic region"),
+    seed: int = typer.Option(1, "--seed"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+    no_serve: bool = typer.Option(False, "--no-serve", help="Prepare the node and exit"),
+) -> None:
+    """Create a demo node with a synthetic region, import it, and serve it."""
+    import os
+
+    import uvicorn
+
+    from phip.demo import banner, prepare
+
+    node = prepare(data, persons, seed, console)
+    banner(node, host, port, console)
+    node.close()
+    if no_serve:
+        return
+    os.environ["PHIP_DATA"] = str(Path(data).resolve())
+    uvicorn.run("phip.api.server:app", host=host, port=port, log_level="warning", access_log=False)

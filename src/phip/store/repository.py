@@ -303,6 +303,8 @@ class Repository:
         r = R.alias("r")
         compiled = self.store.search_compiler.compile(req, r)
         where = compiled.where + [f(r) for f in extra_where or []]
+        if req.cursor is not None:
+            _check_cursor(req.cursor, [k for _e, _d, k in compiled.sort_cols] + ["int"])
         with self.store.read_conn() as conn:
             total: int | None = None
             if req.total in ("accurate", "estimate") or req.summary == "count":
@@ -690,6 +692,20 @@ class Repository:
             for r in recs
         ]
         return out, (out[-1][0] if out else since)
+
+
+def _check_cursor(cursor: str, kinds: list[str]) -> None:
+    """A cursor must carry one value of the right kind per sort key, then the rid."""
+    from phip.store.search import decode_cursor
+
+    vals = decode_cursor(cursor)
+    ok = len(vals) == len(kinds) and all(
+        (isinstance(v, str) if k == "text" else isinstance(v, int) and not isinstance(v, bool) if k == "int"
+         else isinstance(v, int | float) and not isinstance(v, bool))
+        for v, k in zip(vals, kinds, strict=True)
+    )
+    if not ok:
+        raise bad_request("The paging cursor does not fit this search", expression="_cursor")
 
 
 def _coding_key(c: Any) -> Any:
