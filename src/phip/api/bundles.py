@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 
@@ -222,7 +222,7 @@ def _one(repo: Repository, i: int, e: dict[str, Any], base: str, get: GetHandler
         if len(path) == 2:
             r = repo.update(path[0], path[1], res, if_match=req.get("ifMatch"))
         elif len(path) == 1 and query:
-            r = repo.conditional_update(path[0], "&".join(f"{k}={v}" for k, v in query), res)
+            r = repo.conditional_update(path[0], urlencode(query), res)
         else:
             raise bad_request(f"PUT url must be Type/id or Type?criteria, not {req['url']!r}")
         return _response(r.row, _status(r.status), base, r.issues)
@@ -236,7 +236,7 @@ def _one(repo: Repository, i: int, e: dict[str, Any], base: str, get: GetHandler
         if len(path) == 2:
             repo.delete(path[0], path[1])
         elif len(path) == 1 and query:
-            repo.conditional_delete(path[0], "&".join(f"{k}={v}" for k, v in query))
+            repo.conditional_delete(path[0], urlencode(query))
         else:
             raise bad_request(f"DELETE url must be Type/id or Type?criteria, not {req['url']!r}")
         return {"response": {"status": "204 No Content"}}

@@ -94,6 +94,7 @@ def run_search(request: Request, rtype: str | None, params: list[tuple[str, str]
                extra_where: list[Any] | None = None) -> Response:
     repo = repo_of(request)
     req = repo.parser(lenient(request)).parse(rtype, params)
+    req.base_url = base_url(request)
     result = repo.search(req, extra_where=extra_where)
     return fhir(searchset_bytes(request, req, params, path, result))
 
@@ -165,6 +166,7 @@ def _bundle_get(request: Request) -> Any:
         if len(parts) == 1:
             check_type(parts[0])
             req = repo.parser().parse(parts[0], query)
+            req.base_url = base_url(request)
             res = repo.search(req)
             return orjson.loads(searchset_bytes(request, req, query, f"/fhir/{parts[0]}", res))  # type: ignore[no-any-return]
         raise bad_request(f"GET entry url {path!r} is not supported in a Bundle")
@@ -312,6 +314,7 @@ def compartment_search(request: Request, ctype: str, cid: str, rtype: str) -> Re
     import sqlalchemy as sa
 
     from phip.store import schema as S
+    from phip.store.search import local_refs
 
     comps = defs.compartments()
     if ctype not in comps:
@@ -323,7 +326,8 @@ def compartment_search(request: Request, ctype: str, cid: str, rtype: str) -> Re
     keys = [S.param_key(rtype, p) for p in params if p != "{def}"]
     repo_of(request).read(ctype, cid)
     x = S.idx_ref
-    members = sa.select(x.c.rid).where(x.c.param.in_(keys), x.c.target_type == ctype, x.c.target_id == cid)
+    members = sa.select(x.c.rid).where(x.c.param.in_(keys), x.c.target_type == ctype, x.c.target_id == cid,
+                                       local_refs(x, base_url(request)))
     return run_search(request, rtype, query_params(request), f"/fhir/{ctype}/{cid}/{rtype}",
                       [lambda r: r.c.rid.in_(members)])
 

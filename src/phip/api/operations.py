@@ -92,7 +92,7 @@ def everything(request: Request, pid: str) -> Response:
     from phip.api import render
     from phip.api.fhir import repo_of
     from phip.store.repository import _row
-    from phip.store.search import decode_cursor, encode_cursor
+    from phip.store.search import after_cursor, decode_cursor, encode_cursor, local_refs
 
     repo = repo_of(request)
     patient = repo.read("Patient", pid)
@@ -108,7 +108,8 @@ def everything(request: Request, pid: str) -> Response:
     keys = [S.param_key(t, p) for t, ps in comp.items() if types is None or t in types for p in ps if p != "{def}"]
     r, x = S.resources, S.idx_ref
     member = r.c.rid.in_(
-        sa.select(x.c.rid).where(x.c.param.in_(keys), x.c.target_type == "Patient", x.c.target_id == pid)
+        sa.select(x.c.rid).where(x.c.param.in_(keys), x.c.target_type == "Patient", x.c.target_id == pid,
+                                 local_refs(x, _base(request)))
     )
     include_patient = types is None or "Patient" in types
     cond = sa.or_(member, r.c.rid == patient.rid) if include_patient else member
@@ -117,7 +118,7 @@ def everything(request: Request, pid: str) -> Response:
         conds.append(r.c.last_updated >= since)
     cursor = q.get("_cursor")
     if cursor:
-        conds.append(r.c.rid > int(decode_cursor(cursor)[0]))
+        conds.append(after_cursor([(r.c.rid, False)], decode_cursor(cursor)))
     with repo.store.read_conn() as conn:
         recs = conn.execute(
             sa.select(r.c.rid, r.c.type, r.c.id, r.c.version, r.c.last_updated, r.c.deleted, r.c.content)

@@ -11,7 +11,16 @@ closures; evaluation only walks JSON.  Every :class:`Node` carries its JSON
 value, its FHIR type name and an element *context* (type + element path, taken
 from :mod:`phip.fhir.definitions`) that tells how to step into its children,
 including FHIR JSON choice types (``Observation.value`` finds ``valueQuantity``,
-``valueString``, … and knows their types from the key suffix).
+``valueString``, … and knows their types from the key suffix).  For speed:
+
+* internally nodes are plain ``(value, type, ctx)`` tuples; ``value.as(Quantity)``
+  looks up ``valueQuantity`` only;
+* member paths evaluated on the resource are memoised per evaluation
+  environment (:func:`new_env`), so the many parameters that start with
+  ``Patient.address`` or ``Resource.meta`` walk it once;
+* :func:`compile_for_type` keeps only the ``|``-parts of a shared expression
+  that apply to one resource type and reports the top-level keys the
+  expression needs (``first_keys``), so an indexer can skip it outright.
 
 Supported (everything the 1,390 R4 SearchParameter expressions and their
 composite components use, plus a few cheap extras):
@@ -39,8 +48,8 @@ other functions) raises :class:`FhirPathError` at compile time.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from phip.fhir.definitions import resource_types, types
 
@@ -52,6 +61,10 @@ __all__ = [
     "compile_for_type",
     "evaluate",
     "is_subtype",
+    "lead_keys",
+    "new_env",
+    "output_types",
+    "parse",
     "parse_reference",
 ]
 
@@ -61,6 +74,9 @@ class FhirPathError(ValueError):
 
 
 # --------------------------------------------------------------------------- contexts
+
+
+_Specs = tuple[tuple[str, str, "_Ctx | None"], ...]
 
 
 class _Ctx:
@@ -73,18 +89,34 @@ class _Ctx:
     context of ``None`` means "a resource, find it from ``resourceType``".
     """
 
-    __slots__ = ("_children", "owner", "path", "type")
+    __slots__ = ("_children", "_typed", "owner", "path", "type")
 
     def __init__(self, owner: str, path: str, type_name: str) -> None:
         self.owner = owner
         self.path = path
         self.type = type_name
         self._children: dict[str, tuple[tuple[str, str, _Ctx | None], ...]] | None = None
+        self._typed: dict[tuple[str, str | None], _Specs | None] = {}
 
     def children(self) -> dict[str, tuple[tuple[str, str, _Ctx | None], ...]]:
         if self._children is None:
             self._children = _build_children(self)
         return self._children
+
+    def specs(self, name: str, of_type: str | None) -> _Specs | None:
+        """The JSON keys of child ``name`` (only those of type ``of_type`` when given)."""
+        key = (name, of_type)
+        try:
+            return self._typed[key]
+        except KeyError:
+            pass
+        specs = self.children().get(name)
+        if specs is None and self is _UNKNOWN:
+            specs = ((name, "", None),)
+        if specs is not None and of_type is not None:
+            specs = tuple(sp for sp in specs if sp[2] is None or is_subtype(sp[1], of_type))
+        self._typed[key] = specs
+        return specs
 
     def __repr__(self) -> str:
         return f"_Ctx({self.owner!r}, {self.path!r})"
@@ -211,18 +243,18 @@ def is_subtype(type_name: str, of: str) -> bool:
 # --------------------------------------------------------------------------- nodes
 
 
-class Node:
-    """One item of a FHIRPath collection: a JSON value and its FHIR type name."""
+class Node(NamedTuple):
+    """One item of a FHIRPath collection: a JSON value, its FHIR type name
+    (``CodeableConcept``, ``dateTime``, ``Reference``, ``Patient``…) and its
+    element context (how to step into its children).
 
-    __slots__ = ("ctx", "type", "value")
+    Evaluation works on plain ``(value, type, ctx)`` tuples, which are cheaper to
+    make; :meth:`Compiled.evaluate` hands back ``Node``s.  Both index alike.
+    """
 
-    def __init__(self, value: Any, type_name: str, ctx: _Ctx | None = None) -> None:
-        self.value = value
-        self.type = type_name
-        self.ctx = ctx if ctx is not None else _UNKNOWN
-
-    def __repr__(self) -> str:
-        return f"Node({self.type}: {self.value!r})"
+    value: Any
+    type: str
+    ctx: _Ctx
 
     @classmethod
     def root(cls, resource: dict[str, Any]) -> Node:
@@ -230,23 +262,37 @@ class Node:
         t, c = _dynamic(resource)
         return cls(resource, t, c)
 
+    def __repr__(self) -> str:
+        return f"Node({self.type}: {self.value!r})"
+
+
+Item = tuple[Any, str, _Ctx]  # (value, FHIR type, context): a Node without the class
+Coll = list[Item]
+#: Evaluation environment: (the root resource item = %resource, memo of root paths)
+Env = tuple[Item, dict[int, Coll]]
+Fn = Callable[[Coll, Env], Coll]  # (focus collection, environment) -> collection
 
 _BOOL_CTX = _ctx("boolean")
 _INT_CTX = _ctx("integer")
 _STR_CTX = _ctx("string")
-_DEC_CTX = _ctx("decimal")
-
-Coll = list[Node]
-Fn = Callable[[Coll, Node], Coll]  # (focus collection, root resource node) -> collection
 
 
 def _bool(v: bool) -> Coll:
-    return [Node(v, "boolean", _BOOL_CTX)]
+    return [(v, "boolean", _BOOL_CTX)]
+
+
+def new_env(root: Item) -> Env:
+    """A fresh environment for evaluating expressions on the resource ``root``."""
+    return (root, {})
 
 
 # --------------------------------------------------------------------------- references
 
 _ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}\Z")
+
+
+_MISS = object()
+_REF_CACHE: dict[str, Any] = {}
 
 
 def parse_reference(ref: str) -> tuple[str | None, str | None, str | None] | None:
@@ -255,8 +301,18 @@ def parse_reference(ref: str) -> tuple[str | None, str | None, str | None] | Non
     ``Patient/1`` and ``Patient/1/_history/2`` give ``("Patient", "1", None)``;
     an absolute URL gives the URL plus the type and id of its last two segments
     when they look like ``Type/id``; ``urn:uuid:``/``urn:oid:`` and anything else
-    give the string as ``url`` only.
+    give the string as ``url`` only.  Results are cached (references repeat).
     """
+    r = _REF_CACHE.get(ref, _MISS)
+    if r is _MISS:
+        r = _parse_reference(ref)
+        if len(_REF_CACHE) >= 65536:
+            _REF_CACHE.clear()
+        _REF_CACHE[ref] = r
+    return r
+
+
+def _parse_reference(ref: str) -> tuple[str | None, str | None, str | None] | None:
     if not ref or ref[0] == "#":
         return None
     if ref.startswith("urn:"):
@@ -275,8 +331,9 @@ def parse_reference(ref: str) -> tuple[str | None, str | None, str | None] | Non
     return (None, None, ref)
 
 
-def _reference_type(node: Node) -> str | None:
-    v = node.value
+def _reference_type(item: Item) -> str | None:
+    """The resource type a Reference (or canonical/uri, or inline resource) points to."""
+    v = item[0]
     if type(v) is dict:
         if "resourceType" in v:
             return str(v["resourceType"])
@@ -287,7 +344,7 @@ def _reference_type(node: Node) -> str | None:
                 return p[0]
         t = v.get("type")
         if type(t) is str:
-            # ``type`` is a uri; a bare type name or a StructureDefinition url
+            # ``type`` is a uri: a bare type name or a StructureDefinition url
             t = t.rsplit("/", 1)[-1]
             if t in resource_types():
                 return t
@@ -557,19 +614,25 @@ def parse(expr: str) -> tuple[Any, ...]:
 # --------------------------------------------------------------------------- evaluation helpers
 
 
-def _children(focus: Coll, name: str) -> Coll:
+def _children(focus: Coll, name: str, of_type: str | None = None) -> Coll:
+    """Child ``name`` of every item (choice elements resolved from the JSON key
+    suffix; with ``of_type``, only the keys of that type are looked at, which makes
+    ``value.as(Quantity)`` one dict lookup instead of one per ``value[x]`` type)."""
     out: Coll = []
     append = out.append
+    last: _Ctx | None = None
+    specs: _Specs | None = None
     for n in focus:
-        v = n.value
+        v = n[0]
         if type(v) is not dict:
             continue
-        specs = n.ctx.children().get(name)
+        c = n[2]
+        if c is not last:
+            last = c
+            specs = c.specs(name, of_type)
         if specs is None:
-            if n.ctx is not _UNKNOWN:
-                continue
-            specs = ((name, "", None),)
-        for key, tname, c in specs:
+            continue
+        for key, tname, kc in specs:
             x = v.get(key)
             if x is None:
                 continue
@@ -577,25 +640,28 @@ def _children(focus: Coll, name: str) -> Coll:
                 for item in x:
                     if item is None:
                         continue
-                    if c is None:
+                    if kc is None:
                         t2, c2 = _dynamic(item)
-                        append(Node(item, t2, c2))
+                        if of_type is None or is_subtype(t2, of_type):
+                            append((item, t2, c2))
                     else:
-                        append(Node(item, tname, c))
-            elif c is None:
+                        append((item, tname, kc))
+            elif kc is None:
                 t2, c2 = _dynamic(x)
-                append(Node(x, t2, c2))
+                if of_type is None or is_subtype(t2, of_type):
+                    append((x, t2, c2))
             else:
-                append(Node(x, tname, c))
+                append((x, tname, kc))
     return out
 
 
 def _to_bool(coll: Coll) -> bool | None:
-    """FHIRPath singleton evaluation of a collection in a boolean context."""
+    """FHIRPath singleton evaluation of a collection in a boolean context
+    (lenient: a collection of several items counts as true)."""
     if not coll:
         return None
     if len(coll) == 1:
-        v = coll[0].value
+        v = coll[0][0]
         if type(v) is bool:
             return v
     return True
@@ -617,7 +683,7 @@ def _equal(left: Coll, right: Coll) -> bool | None:
         return None
     if len(left) != len(right):
         return False
-    return all(_prim_equal(a.value, b.value) for a, b in zip(left, right, strict=True))
+    return all(_prim_equal(a[0], b[0]) for a, b in zip(left, right, strict=True))
 
 
 def _equiv_value(v: Any) -> Any:
@@ -631,17 +697,20 @@ def _equivalent(left: Coll, right: Coll) -> bool:
         return True
     if len(left) != len(right):
         return False
-    a = sorted(repr(_equiv_value(n.value)) for n in left)
-    b = sorted(repr(_equiv_value(n.value)) for n in right)
+    a = sorted(repr(_equiv_value(n[0])) for n in left)
+    b = sorted(repr(_equiv_value(n[0])) for n in right)
     return a == b
 
 
 def _union(a: Coll, b: Coll) -> Coll:
+    """``a | b`` without duplicates (objects by identity, primitives by type and value)."""
+    if not a:
+        return b if len(b) < 2 else _union(b, [])
     out: Coll = []
     seen: set[Any] = set()
     for n in (*a, *b):
-        v = n.value
-        key: Any = id(v) if type(v) in (dict, list) else (n.type, v)
+        v = n[0]
+        key: Any = id(v) if type(v) in (dict, list) else (n[1], v)
         if key in seen:
             continue
         seen.add(key)
@@ -676,119 +745,178 @@ def _no_args(args: tuple[Any, ...], fname: str) -> None:
         raise FhirPathError(f"{fname}() takes no arguments")
 
 
-_EXT_CTX: _Ctx | None = None
-
-
-def _extension_ctx() -> _Ctx:
-    global _EXT_CTX
-    if _EXT_CTX is None:
-        _EXT_CTX = type_ctx("Extension")
-    return _EXT_CTX
-
-
-def _extensions(n: Node, url: str) -> Iterable[dict[str, Any]]:
-    v = n.value
+def _extensions(n: Item, url: str) -> list[dict[str, Any]]:
+    v = n[0]
     if type(v) is not dict:
-        return ()
+        return []
     exts = v.get("extension")
     if type(exts) is not list:
-        return ()
+        return []
     return [e for e in exts if type(e) is dict and e.get("url") == url]
+
+
+def _member_equals(n: Item, name: str, value: Any) -> bool:
+    kids = _children([n], name)
+    return len(kids) == 1 and _prim_equal(kids[0][0], value)
+
+
+def _resolves_to(n: Item, tname: str) -> bool:
+    t = _reference_type(n)
+    return t is not None and is_subtype(t, tname)
 
 
 # --------------------------------------------------------------------------- compiler
 
+_PREFIX_IDS: dict[tuple[tuple[str, str | None], ...], int] = {}
+
+
+def _prefix_id(steps: tuple[tuple[str, str | None], ...]) -> int:
+    i = _PREFIX_IDS.get(steps)
+    if i is None:
+        i = len(_PREFIX_IDS) + 1
+        _PREFIX_IDS[steps] = i
+    return i
+
+
+def _as_chain(ast: tuple[Any, ...], head: bool) -> tuple[tuple[str, str | None], ...] | None:
+    """The ``(element, type filter)`` steps of a pure member path from the input
+    (``$this.address.city``, ``value.as(Quantity)``), else ``None``."""
+    k = ast[0]
+    if k == "this":
+        return ()
+    if k == "member":
+        return None if head and _is_type_head(ast) else ((ast[1], None),)
+    target = _as_target(ast)
+    if target is not None:
+        c = _as_chain(target[0], head)
+        if c and c[-1][1] is None:
+            return (*c[:-1], (c[-1][0], target[1]))
+        return None
+    if k == "invoke" and ast[2][0] == "member":
+        c = _as_chain(ast[1], head)
+        return None if c is None else (*c, (ast[2][1], None))
+    return None
+
+
+def _compile_chain(steps: tuple[tuple[str, str | None], ...]) -> Fn:
+    """A member path; evaluated on the root resource, each prefix is memoised in the
+    environment so parameters sharing it (``Patient.address``, ``.address.city``,
+    ``.address.state``…) walk the JSON once per resource."""
+    ids = tuple(_prefix_id(steps[: k + 1]) for k in range(len(steps)))
+    last_id = ids[-1]
+    if len(steps) == 1:
+        name, of_type = steps[0]
+
+        def step1(focus: Coll, env: Env) -> Coll:
+            if len(focus) == 1 and focus[0] is env[0]:
+                memo = env[1]
+                r = memo.get(last_id)
+                if r is None:
+                    r = memo[last_id] = _children(focus, name, of_type)
+                return r
+            return _children(focus, name, of_type)
+
+        return step1
+
+    pairs = tuple(zip(steps, ids, strict=True))
+
+    def chain(focus: Coll, env: Env) -> Coll:
+        if len(focus) == 1 and focus[0] is env[0]:
+            memo = env[1]
+            r = memo.get(last_id)
+            if r is not None:
+                return r
+            cur = focus
+            for (name, of_type), pid in pairs:
+                r = memo.get(pid)
+                if r is None:
+                    r = memo[pid] = _children(cur, name, of_type) if cur else []
+                cur = r
+            return cur
+        cur = focus
+        for name, of_type in steps:
+            if not cur:
+                return cur
+            cur = _children(cur, name, of_type)
+        return cur
+
+    return chain
+
 
 def _compile(ast: tuple[Any, ...], head: bool) -> Fn:
-    """Turn an AST into a closure ``(focus, root) -> collection``.
+    """Turn an AST into a closure ``(focus, env) -> collection``.
 
     ``head`` is True when ``ast`` is evaluated directly on the expression's
     input (not after a ``.``): there an upper-case name is a type filter
     (``Patient.name``), elsewhere a name is always a child element.
     """
+    steps = _as_chain(ast, head)
+    if steps:
+        return _compile_chain(steps)
+
     kind = ast[0]
-    if kind == "member":
-        name: str = ast[1]
-        if head and name[:1].isupper():
-            tname = _norm_type_name(name)
+    if kind == "member":  # a type filter at the head
+        tname = _norm_type_name(ast[1])
+        return lambda focus, env: [n for n in focus if is_subtype(n[1], tname)]
 
-            def type_filter(focus: Coll, root: Node) -> Coll:
-                return [n for n in focus if is_subtype(n.type, tname)]
-
-            return type_filter
-
-        def member(focus: Coll, root: Node) -> Coll:
-            return _children(focus, name)
-
-        return member
+    if kind == "this":
+        return lambda focus, env: focus
 
     if kind == "invoke":
+        if ast[1][0] == "this":
+            return _compile(ast[2], False)
         left = _compile(ast[1], head)
         right = _compile(ast[2], False)
         rk = ast[2]
         if rk[0] == "member" or (rk[0] == "func" and rk[1] in _EMPTY_PRESERVING):
 
-            def invoke(focus: Coll, root: Node) -> Coll:
-                r = left(focus, root)
-                return right(r, root) if r else r
+            def invoke(focus: Coll, env: Env) -> Coll:
+                r = left(focus, env)
+                return right(r, env) if r else r
 
             return invoke
-        return lambda focus, root: right(left(focus, root), root)
+        return lambda focus, env: right(left(focus, env), env)
 
     if kind == "index":
         inner = _compile(ast[1], head)
         idx: int = ast[2]
 
-        def index(focus: Coll, root: Node) -> Coll:
-            r = inner(focus, root)
+        def index(focus: Coll, env: Env) -> Coll:
+            r = inner(focus, env)
             return [r[idx]] if 0 <= idx < len(r) else []
 
         return index
 
     if kind == "lit":
-        value, ltype = ast[1], ast[2]
-        lctx = type_ctx(ltype)
-
-        def literal(focus: Coll, root: Node) -> Coll:
-            return [Node(value, ltype, lctx)]
-
-        return literal
+        item: Item = (ast[1], ast[2], type_ctx(ast[2]))
+        return lambda focus, env: [item]
 
     if kind == "empty":
-        return lambda focus, root: []
-
-    if kind == "this":
-        return lambda focus, root: focus
+        return lambda focus, env: []
 
     if kind == "ext":
         ename: str = ast[1]
         if ename in ("resource", "rootResource", "context"):
-            return lambda focus, root: [root]
+            return lambda focus, env: [env[0]]
         consts = {
             "ucum": "http://unitsofmeasure.org",
             "sct": "http://snomed.info/sct",
             "loinc": "http://loinc.org",
         }
         if ename in consts:
-            cval = consts[ename]
-            return lambda focus, root: [Node(cval, "string", _STR_CTX)]
+            citem: Item = (consts[ename], "string", _STR_CTX)
+            return lambda focus, env: [citem]
         raise FhirPathError(f"unknown external constant %{ename}")
 
     if kind == "typeop":
-        op, tname = ast[1], _norm_type_name(ast[3])
-        inner = _compile(ast[2], head)
+        op, tname2 = ast[1], _norm_type_name(ast[3])
+        operand = _compile(ast[2], head)
         if op == "as":
+            return lambda focus, env: [n for n in operand(focus, env) if is_subtype(n[1], tname2)]
 
-            def as_op(focus: Coll, root: Node) -> Coll:
-                return [n for n in inner(focus, root) if is_subtype(n.type, tname)]
-
-            return as_op
-
-        def is_op(focus: Coll, root: Node) -> Coll:
-            r = inner(focus, root)
-            if not r:
-                return []
-            return _bool(is_subtype(r[0].type, tname))
+        def is_op(focus: Coll, env: Env) -> Coll:
+            r = operand(focus, env)
+            return _bool(is_subtype(r[0][1], tname2)) if r else []
 
         return is_op
 
@@ -801,34 +929,43 @@ def _compile(ast: tuple[Any, ...], head: bool) -> Fn:
     raise FhirPathError(f"cannot compile {kind}")
 
 
+def _as_target(ast: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] | None:
+    """``(X, T)`` when ``ast`` is ``X as T``, ``X.as(T)`` or ``X.ofType(T)``."""
+    if ast[0] == "typeop" and ast[1] == "as":
+        return ast[2], _norm_type_name(ast[3])
+    if ast[0] == "invoke" and ast[2][0] == "func" and ast[2][1] in ("as", "ofType"):
+        return ast[1], _type_arg(ast[2][2], ast[2][1])
+    return None
+
+
 def _compile_binop(op: str, left: Fn, right: Fn) -> Fn:
     if op == "|":
-        return lambda focus, root: _union(left(focus, root), right(focus, root))
+        return lambda focus, env: _union(left(focus, env), right(focus, env))
     if op == "=":
 
-        def eq(focus: Coll, root: Node) -> Coll:
-            r = _equal(left(focus, root), right(focus, root))
+        def eq(focus: Coll, env: Env) -> Coll:
+            r = _equal(left(focus, env), right(focus, env))
             return [] if r is None else _bool(r)
 
         return eq
     if op == "!=":
 
-        def ne(focus: Coll, root: Node) -> Coll:
-            r = _equal(left(focus, root), right(focus, root))
+        def ne(focus: Coll, env: Env) -> Coll:
+            r = _equal(left(focus, env), right(focus, env))
             return [] if r is None else _bool(not r)
 
         return ne
     if op == "~":
-        return lambda focus, root: _bool(_equivalent(left(focus, root), right(focus, root)))
+        return lambda focus, env: _bool(_equivalent(left(focus, env), right(focus, env)))
     if op == "!~":
-        return lambda focus, root: _bool(not _equivalent(left(focus, root), right(focus, root)))
+        return lambda focus, env: _bool(not _equivalent(left(focus, env), right(focus, env)))
     if op in ("<", ">", "<=", ">="):
 
-        def compare(focus: Coll, root: Node) -> Coll:
-            a, b = left(focus, root), right(focus, root)
+        def compare(focus: Coll, env: Env) -> Coll:
+            a, b = left(focus, env), right(focus, env)
             if len(a) != 1 or len(b) != 1:
                 return []
-            x, y = a[0].value, b[0].value
+            x, y = a[0][0], b[0][0]
             num = (int, float)
             if not ((type(x) in num and type(y) in num) or (type(x) is str and type(y) is str)):
                 return []
@@ -843,27 +980,27 @@ def _compile_binop(op: str, left: Fn, right: Fn) -> Fn:
         return compare
     if op in ("in", "contains"):
 
-        def member_of(focus: Coll, root: Node) -> Coll:
-            a, b = left(focus, root), right(focus, root)
+        def member_of(focus: Coll, env: Env) -> Coll:
+            a, b = left(focus, env), right(focus, env)
             if op == "contains":
                 a, b = b, a
             if not a:
                 return []
-            x = a[0].value
-            return _bool(any(_prim_equal(x, n.value) for n in b))
+            x = a[0][0]
+            return _bool(any(_prim_equal(x, n[0]) for n in b))
 
         return member_of
     if op in ("and", "or", "xor", "implies"):
 
-        def logic(focus: Coll, root: Node) -> Coll:
-            a = _to_bool(left(focus, root))
+        def logic(focus: Coll, env: Env) -> Coll:
+            a = _to_bool(left(focus, env))
             if op == "and" and a is False:
                 return _bool(False)
             if op == "or" and a is True:
                 return _bool(True)
             if op == "implies" and a is False:
                 return _bool(True)
-            b = _to_bool(right(focus, root))
+            b = _to_bool(right(focus, env))
             r: bool | None
             if op == "and":
                 r = False if b is False else (True if a and b else None)
@@ -885,78 +1022,87 @@ _EMPTY_PRESERVING = frozenset(
 )
 
 
+def _compile_where(crit_ast: tuple[Any, ...]) -> Fn:
+    """``where(criteria)``, with allocation-free fast paths for the criteria
+    search parameters use: ``name = 'literal'``, ``resolve() is Type`` and
+    ``hasExtension('url')``."""
+    c = crit_ast
+    if c[0] == "binop" and c[1] == "=" and c[2][0] == "member" and not _is_type_head(c[2]) and c[3][0] == "lit":
+        name, value = c[2][1], c[3][1]
+        return lambda focus, env: [n for n in focus if _member_equals(n, name, value)]
+    if c[0] == "typeop" and c[1] == "is" and c[2] == ("func", "resolve", ()):
+        tname = _norm_type_name(c[3])
+        return lambda focus, env: [n for n in focus if _resolves_to(n, tname)]
+    if c[0] == "func" and c[1] == "hasExtension":
+        url = _string_arg(c[2], "hasExtension")
+        return lambda focus, env: [n for n in focus if _extensions(n, url)]
+    crit = _compile(crit_ast, True)
+    return lambda focus, env: [n for n in focus if _to_bool(crit([n], env))]
+
+
 def _compile_func(name: str, args: tuple[Any, ...]) -> Fn:
     if name == "where":
         if len(args) != 1:
             raise FhirPathError("where() takes one criteria expression")
-        crit = _compile(args[0], True)
-
-        def where(focus: Coll, root: Node) -> Coll:
-            return [n for n in focus if _to_bool(crit([n], root))]
-
-        return where
+        return _compile_where(args[0])
     if name == "exists":
         if not args:
-            return lambda focus, root: _bool(bool(focus))
+            return lambda focus, env: _bool(bool(focus))
         if len(args) != 1:
             raise FhirPathError("exists() takes at most one criteria expression")
         ecrit = _compile(args[0], True)
-        return lambda focus, root: _bool(any(_to_bool(ecrit([n], root)) for n in focus))
+        return lambda focus, env: _bool(any(_to_bool(ecrit([n], env)) for n in focus))
     if name == "empty":
         _no_args(args, name)
-        return lambda focus, root: _bool(not focus)
+        return lambda focus, env: _bool(not focus)
     if name == "not":
         _no_args(args, name)
 
-        def not_(focus: Coll, root: Node) -> Coll:
+        def not_(focus: Coll, env: Env) -> Coll:
             b = _to_bool(focus)
             return [] if b is None else _bool(not b)
 
         return not_
     if name == "first":
         _no_args(args, name)
-        return lambda focus, root: focus[:1]
+        return lambda focus, env: focus[:1]
     if name == "last":
         _no_args(args, name)
-        return lambda focus, root: focus[-1:]
+        return lambda focus, env: focus[-1:]
     if name == "tail":
         _no_args(args, name)
-        return lambda focus, root: focus[1:]
+        return lambda focus, env: focus[1:]
     if name == "single":
         _no_args(args, name)
-        return lambda focus, root: focus if len(focus) == 1 else []
+        return lambda focus, env: focus if len(focus) == 1 else []
     if name == "count":
         _no_args(args, name)
-        return lambda focus, root: [Node(len(focus), "integer", _INT_CTX)]
+        return lambda focus, env: [(len(focus), "integer", _INT_CTX)]
     if name == "hasValue":
         _no_args(args, name)
-        return lambda focus, root: _bool(len(focus) == 1 and type(focus[0].value) is not dict)
+        return lambda focus, env: _bool(len(focus) == 1 and type(focus[0][0]) not in (dict, list))
     if name in ("as", "ofType"):
         tname = _type_arg(args, name)
-        return lambda focus, root: [n for n in focus if is_subtype(n.type, tname)]
+        return lambda focus, env: [n for n in focus if is_subtype(n[1], tname)]
     if name == "is":
         tname2 = _type_arg(args, name)
-        return lambda focus, root: _bool(is_subtype(focus[0].type, tname2)) if focus else []
+        return lambda focus, env: _bool(is_subtype(focus[0][1], tname2)) if focus else []
     if name == "extension":
         url = _string_arg(args, name)
-
-        def extension(focus: Coll, root: Node) -> Coll:
-            ec = _extension_ctx()
-            return [Node(e, "Extension", ec) for n in focus for e in _extensions(n, url)]
-
-        return extension
+        ext_ctx = type_ctx("Extension")
+        return lambda focus, env: [(e, "Extension", ext_ctx) for n in focus for e in _extensions(n, url)]
     if name == "hasExtension":
         hurl = _string_arg(args, name)
-        return lambda focus, root: _bool(any(_extensions(n, hurl) for n in focus))
+        return lambda focus, env: _bool(any(_extensions(n, hurl) for n in focus))
     if name == "resolve":
         _no_args(args, name)
 
-        def resolve(focus: Coll, root: Node) -> Coll:
+        def resolve(focus: Coll, env: Env) -> Coll:
             out: Coll = []
             for n in focus:
                 t = _reference_type(n)
                 if t is not None:
-                    out.append(Node(n.value, t, _ctx(t)))
+                    out.append((n[0], t, _ctx(t)))
             return out
 
         return resolve
@@ -967,13 +1113,17 @@ def _compile_func(name: str, args: tuple[Any, ...]) -> Fn:
 
 
 class Compiled:
-    """A compiled expression: call :meth:`evaluate` as often as needed, no parsing per call."""
+    """A compiled expression: call :meth:`evaluate` as often as needed, no parsing per call.
 
-    __slots__ = ("_fn", "first_keys", "source")
+    ``fn(focus, env)`` is the raw closure for hot loops (see :func:`new_env`):
+    it takes and returns lists of ``(value, type, ctx)`` tuples.
+    """
+
+    __slots__ = ("first_keys", "fn", "source")
 
     def __init__(self, source: str, fn: Fn, first_keys: frozenset[str] | None = None) -> None:
         self.source = source
-        self._fn = fn
+        self.fn = fn
         #: For :func:`compile_for_type` results: the top-level JSON keys of the
         #: resource at least one of which must be present for the expression to
         #: yield anything (``None`` when that cannot be told statically).
@@ -982,11 +1132,11 @@ class Compiled:
     def evaluate(self, resource: dict[str, Any]) -> list[Node]:
         """Evaluate on a resource (a parsed FHIR JSON object with ``resourceType``)."""
         root = Node.root(resource)
-        return self._fn([root], root)
+        return [Node(*n) for n in self.fn([root], (root, {}))]
 
-    def evaluate_node(self, node: Node, root: Node | None = None) -> list[Node]:
+    def evaluate_node(self, node: Node | Item, root: Node | Item | None = None) -> list[Node]:
         """Evaluate with ``node`` as the input (``$this``); ``root`` is ``%resource``."""
-        return self._fn([node], root if root is not None else node)
+        return [Node(*n) for n in self.fn([node], (root if root is not None else node, {}))]
 
     def __repr__(self) -> str:
         return f"Compiled({self.source!r})"
@@ -1027,27 +1177,77 @@ def _head(ast: tuple[Any, ...]) -> tuple[Any, ...]:
             return ast
 
 
-def _first_member(ast: tuple[Any, ...], resource_type: str) -> tuple[str, str] | None:
-    """``("member"|"ext", name)`` of the first step after the resource head, when
-    the expression yields nothing unless that element is present."""
+def _is_type_head(ast: tuple[Any, ...]) -> bool:
+    return ast[0] == "member" and ast[1][:1].isupper()
+
+
+def _lead(ast: tuple[Any, ...]) -> tuple[str, str | None] | None:
+    """``(element, type or None)`` of the first step an expression takes from its
+    input (after an optional type head such as ``Observation.``), when it yields
+    nothing unless that element is present; ``("extension", None)`` for
+    ``extension(url)``.  ``None`` when that cannot be told (a bare head,
+    ``exists()``, ``and``, ``%resource`` …)."""
+    target = _as_target(ast)
+    if target is not None:
+        inner, tname = target
+        lead = _lead(inner)
+        first = inner[0] == "member" or (inner[0] == "invoke" and _is_type_head(inner[1]))
+        if lead is not None and first and lead[1] is None:
+            return (lead[0], tname)
+        return lead
     k = ast[0]
+    if k == "member":
+        return None if _is_type_head(ast) else (ast[1], None)
     if k == "invoke":
-        right = ast[2]
+        left, right = ast[1], ast[2]
         if right[0] == "func" and right[1] not in _EMPTY_PRESERVING:
             return None
-        left = ast[1]
-        if left[0] == "member" and left[1][:1].isupper():
+        if _is_type_head(left) or left[0] == "this":
             if right[0] == "member":
-                return ("member", right[1])
+                return (right[1], None)
             if right[0] == "func" and right[1] == "extension":
-                return ("ext", "extension")
+                return ("extension", None)
             return None
-        return _first_member(left, resource_type)
+        return _lead(left)
+    if k == "func" and ast[1] == "extension":
+        return ("extension", None)
     if k == "index":
-        return _first_member(ast[1], resource_type)
-    if k == "typeop" and ast[1] == "as":
-        return _first_member(ast[2], resource_type)
+        return _lead(ast[1])
     return None
+
+
+def lead_keys(expr: str, resource_type: str) -> frozenset[str] | None:
+    """Top-level JSON keys of a ``resource_type`` resource at least one of which
+    must be present for ``expr`` (evaluated on the resource) to yield anything;
+    ``None`` when that cannot be told statically."""
+    return _keys_of(parse(expr), _ctx(resource_type) if resource_type in types() else _UNKNOWN)
+
+
+def _keys_of(ast: tuple[Any, ...], rctx: _Ctx) -> frozenset[str] | None:
+    keys: set[str] = set()
+    for part in _union_parts(ast):
+        lead = _lead(part)
+        if lead is None:
+            return None
+        if lead[0] == "extension" and lead[1] is None and "extension" not in rctx.children():
+            return None
+        for key, _t, _c in rctx.specs(lead[0], lead[1]) or ():
+            keys.add(key)
+    return frozenset(keys)
+
+
+def _strip_head(ast: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Replace the leading type filter (``Observation``) by ``$this`` once it is known to match."""
+    k = ast[0]
+    if _is_type_head(ast):
+        return ("this",)
+    if k in ("invoke", "index"):
+        return (k, _strip_head(ast[1]), *ast[2:])
+    if k == "typeop":
+        return (k, ast[1], _strip_head(ast[2]), ast[3])
+    if k == "binop":
+        return (k, ast[1], _strip_head(ast[2]), _strip_head(ast[3]))
+    return ast
 
 
 def _applies(head: tuple[Any, ...], resource_type: str) -> bool:
@@ -1057,35 +1257,37 @@ def _applies(head: tuple[Any, ...], resource_type: str) -> bool:
     return True
 
 
-def compile_for_type(expr: str, resource_type: str) -> Compiled | None:
+def compile_for_type(expr: str, resource_type: str, bare_keys: frozenset[str] | None = None) -> Compiled | None:
     """Compile only the ``|``-parts of ``expr`` that apply to ``resource_type``.
 
     Search parameter expressions shared by many types
     (``AllergyIntolerance.patient | CarePlan.subject.where(...) | …``) are split
-    at the top-level unions; parts whose head names another type are dropped.
+    at the top-level unions; parts whose head names another type are dropped,
+    and the head of the kept ones (known to match) is not re-checked at run time.
     Returns ``None`` when no part applies.  The result's ``first_keys`` lets a
-    caller skip evaluation when the resource lacks every key it starts from.
+    caller skip evaluation when the resource lacks every key it starts from;
+    ``bare_keys`` are the keys to assume for a part that is the bare resource
+    (composites such as ``Observation | Observation.component``), else such a
+    part makes ``first_keys`` ``None``.
     """
-    parts = _union_parts(parse(expr))
+    rctx = _ctx(resource_type) if resource_type in types() else _UNKNOWN
     kept: list[tuple[Any, ...]] = []
     keys: set[str] | None = set()
-    rctx = _ctx(resource_type) if resource_type in types() else _UNKNOWN
-    for part in parts:
-        h = _head(part)
-        if not _applies(h, resource_type):
+    for part in _union_parts(parse(expr)):
+        if not _applies(_head(part), resource_type):
             continue
-        kept.append(part)
+        stripped = _strip_head(part)
+        kept.append(stripped)
         if keys is None:
             continue
-        fm = _first_member(part, resource_type)
-        if fm is None:
-            keys = None
+        if stripped == ("this",) and bare_keys is not None:
+            keys |= bare_keys
             continue
-        if fm[0] == "ext":
-            keys.add("extension")
+        pk = _keys_of(part, rctx)
+        if pk is None:
+            keys = None
         else:
-            for key, _t, _c in rctx.children().get(fm[1], ()):
-                keys.add(key)
+            keys |= pk
     if not kept:
         return None
     ast = kept[0]
@@ -1136,7 +1338,7 @@ def _abstract(ast: tuple[Any, ...], focus: _Abs, root: _Abs, head: bool) -> _Abs
             tname = _type_arg(args, name)
             return frozenset(x for x in focus if is_subtype(x[0], tname))
         if name == "extension":
-            return frozenset({("Extension", _extension_ctx())})
+            return frozenset({("Extension", type_ctx("Extension"))})
         if name == "resolve":
             return frozenset({("Resource", None)})
         if name == "count":

@@ -1,20 +1,41 @@
 """Compile a parsed FHIR search (:class:`phip.fhir.search.query.SearchRequest`) into SQL.
 
-Each criterion becomes ``r.rid IN (SELECT rid FROM idx_<type> WHERE …)`` against the
-index tables of ``phip.store.schema`` — a form both SQLite and PostgreSQL drive from
-the index, never a scan of ``resources``.  Values of one criterion are ORed, criteria
-ANDed.  Semantics follow https://hl7.org/fhir/R4/search.html: ranges for dates
-(precision of the literal), implicit precision for numbers, ``system|code`` tokens,
-starts-with strings.  Sorting uses the smallest (ascending) or largest (descending)
-indexed value of a parameter; paging is keyset on the sort keys and ``rid``.
+Each criterion becomes ``r.rid IN (SELECT rid FROM idx_<type> WHERE param = … AND …)``
+against the index tables of ``phip.store.schema`` — a form both SQLite and PostgreSQL
+drive from the index, never a scan of ``resources`` (``_text``/``_content`` excepted:
+they have no index).  Values of one criterion are ORed, criteria ANDed.  Semantics
+follow https://hl7.org/fhir/R4/search.html:
+
+* string: starts-with on the folded text (``phip.fhir.search.text.normalize``),
+  ``:exact`` on the raw text, ``:contains`` anywhere;
+* token: ``[system]|[code]`` forms, ``:not`` (also matches resources without the
+  element), ``:text``, ``:of-type``;
+* date: the value and the indexed element are both inclusive µs ranges at their
+  precision, compared per prefix;
+* number/quantity: implicit precision of the literal (``5.4`` is ``[5.35, 5.45)``),
+  computed in decimal so the bounds are exact;
+* reference: ``Type/id``, bare id, absolute URL, ``:Type``, ``:identifier``, one level
+  of chaining and ``_has``; a relative search value matches local references only
+  (relative, or absolute under this server's base when it is known), never an
+  absolute reference to another server that happens to end in the same ``Type/id``;
+* uri: exact, ``:below``, ``:above``; ``url=…|version`` on canonical resources.
+
+Search values arrive still escaped (``\\,`` ``\\|`` ``\\$`` ``\\\\``): each type splits them
+on its separators first, then unescapes the parts.
+
+Sorting uses the smallest (ascending) or largest (descending) indexed value of a
+parameter, resources without one last; paging is keyset on the sort keys and ``rid``.
 """
 
 from __future__ import annotations
 
 import base64
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
 import orjson
@@ -24,12 +45,15 @@ from sqlalchemy.sql import ColumnElement, Select
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import MAX, MIN, date_range, now_us
 from phip.fhir.errors import bad_request
-from phip.fhir.search.query import Criterion, SearchRequest, parse_prefix, split_escaped
+from phip.fhir.search.extract import composite_component_types
+from phip.fhir.search.query import Criterion, SearchRequest, parse_prefix, split_escaped, unescape
 from phip.fhir.search.text import normalize
 from phip.store import schema as S
 
-TOP = "\U0010ffff"
-BIG = 1e300
+TOP = "\U0010ffff"  # sorts after every other code point (UTF-8 and UTF-32 alike)
+BIG = 1e300  # sort sentinel of a missing number
+FINITE = 1e299  # sort key of an infinite (open) Range end
+_TZ_SPACE = re.compile(r"^(\d{4}-\d{2}-\d{2}T[0-9:.]+) (\d{2}:\d{2})$")
 
 
 def _param(rt: str, code: str) -> int:
@@ -38,6 +62,12 @@ def _param(rt: str, code: str) -> int:
 
 def _like_escape(v: str) -> str:
     return v.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@cache
+def _types_with(code: str) -> tuple[str, ...]:
+    """Every resource type that has a search parameter ``code`` (system-level search)."""
+    return tuple(sorted(rt for rt in defs.resource_types() if code in defs.search_params_for(rt)))
 
 
 @dataclass(slots=True)
@@ -53,56 +83,93 @@ class SearchCompiler:
         self.dialect = dialect_name
         self.base_url = base_url.rstrip("/")
 
+    def compile(self, req: SearchRequest, r: Any) -> Compiled:
+        base = (req.base_url or self.base_url or "").rstrip("/")
+        return _Build(self.dialect, base).compile(req, r)
+
+
+class _Build:
+    """The compilation of one request (knows the dialect and this server's base URL)."""
+
+    def __init__(self, dialect: str, base: str) -> None:
+        self.dialect = dialect
+        self.base = base
+
     # -- entry points ---------------------------------------------------------------------------
     def compile(self, req: SearchRequest, r: Any) -> Compiled:
         where: list[ColumnElement[bool]] = [r.c.deleted == sa.false()]
+        types: list[str] | None
         if req.resource_type is not None:
             where.append(r.c.type == req.resource_type)
+            types = [req.resource_type]
         elif req.types:
             where.append(r.c.type.in_(req.types))
-        types = [req.resource_type] if req.resource_type else (req.types or [])
+            types = list(req.types)
+        else:
+            types = None  # the whole system
         for crit in req.criteria:
             where.append(self.criterion(types, crit, r))
-        sort_cols = [self.sort_key(types, code, desc, r) for code, desc in req.sort]
+        sort_cols = [self.sort_key(types or [], code, desc, r) for code, desc in req.sort]
         return Compiled(where, sort_cols)
 
-    def criterion(self, types: Sequence[str], c: Criterion, r: Any) -> ColumnElement[bool]:
+    def _types(self, types: Sequence[str] | None, code: str) -> list[str]:
+        return list(types) if types is not None else list(_types_with(code))
+
+    def criterion(self, types: Sequence[str] | None, c: Criterion, r: Any) -> ColumnElement[bool]:
         if c.kind == "_id":
-            cond: ColumnElement[bool] = r.c.id.in_(c.values)
+            if c.modifier == "missing":
+                return sa.false() if c.values[0] == "true" else sa.true()
+            cond: ColumnElement[bool] = r.c.id.in_([unescape(v) for v in c.values])
             return sa.not_(cond) if c.modifier == "not" else cond
         if c.kind == "_lastUpdated":
+            if c.modifier == "missing":
+                return sa.false() if c.values[0] == "true" else sa.true()
             return sa.or_(*[self._date_cond(v, r.c.last_updated, r.c.last_updated) for v in c.values])
         if c.kind in ("_text", "_content"):
-            return sa.or_(*[self._fulltext(c.kind, v, r) for v in c.values])
+            return sa.or_(*[self._fulltext(c.kind, unescape(v), r) for v in c.values])
         if c.kind == "_has":
-            return self._has(c, r)
+            return self._has(types, c, r)
         assert c.param is not None
-        keys = [_param(t, c.code) for t in types]
+        rtypes = self._types(types, c.code)
         if c.modifier == "missing":
-            return self._missing(types, c, r, c.values[0] == "true")
+            return self._missing(rtypes, c, r, c.values[0] == "true")
         if c.chain is not None:
-            return self._chain(c, keys, r)
+            return self._chain(rtypes, c, r)
         if c.kind == "composite":
-            return sa.or_(*[self._composite(types, c, v, r) for v in c.values])
-        table = S.INDEX_TABLES[c.kind]
+            return sa.or_(*[self._composite(rtypes, c, v, r) for v in c.values])
         if c.kind == "token" and c.modifier == "of-type":
-            keys = [_param(t, c.code + ":of-type") for t in types]
-        if c.kind == "reference" and c.modifier == "identifier":
-            table = S.idx_token
-            keys = [_param(t, c.code + ":identifier") for t in types]
-            ors = [self._token_cond(table, v, None) for v in c.values]
+            t = S.idx_token
+            keys = [_param(rt, c.code + ":of-type") for rt in rtypes]
+            ors = [self._of_type_cond(t, v, c.code) for v in c.values]
+        elif c.kind == "reference" and c.modifier == "identifier":
+            t = S.idx_token
+            keys = [_param(rt, c.code + ":identifier") for rt in rtypes]
+            ors = [self._token_cond(t, v, None) for v in c.values]
         else:
-            ors = [self._value_cond(c, table, v) for v in c.values]
-        sub = sa.select(table.c.rid).where(_key(table, keys), sa.or_(*ors))
+            t = S.INDEX_TABLES[c.kind]
+            keys = [_param(rt, c.code) for rt in rtypes]
+            extra: list[ColumnElement[bool]] = []
+            ors = []
+            for v in c.values:
+                versioned = self._canonical_version(rtypes, c, v, r)
+                if versioned is not None:
+                    extra.append(versioned)
+                else:
+                    ors.append(self._value_cond(c, t, v))
+            if extra:
+                if ors:
+                    extra.append(r.c.rid.in_(sa.select(t.c.rid).where(_key(t, keys), sa.or_(*ors))))
+                return sa.or_(*extra)
+        sub = sa.select(t.c.rid).where(_key(t, keys), sa.or_(*ors))
         if c.kind == "token" and c.modifier == "not":
             return r.c.rid.not_in(sub)
         return r.c.rid.in_(sub)
 
     # -- per type ---------------------------------------------------------------------------------
-    def _value_cond(self, c: Criterion, t: sa.Table, v: str) -> ColumnElement[bool]:
+    def _value_cond(self, c: Criterion, t: Any, v: str) -> ColumnElement[bool]:
         kind = c.kind
         if kind == "string":
-            return self._string_cond(t, v, c.modifier)
+            return self._string_cond(t, unescape(v), c.modifier)
         if kind == "token":
             return self._token_cond(t, v, c.modifier)
         if kind == "date":
@@ -112,12 +179,12 @@ class SearchCompiler:
         if kind == "quantity":
             return self._quantity_cond(t, v)
         if kind == "uri":
-            return self._uri_cond(t, v, c.modifier)
+            return self._uri_cond(t, unescape(v), c.modifier)
         if kind == "reference":
-            return self._ref_cond(t, v, c)
+            return self._ref_cond(t, unescape(v), c)
         raise bad_request(f"Search on {kind} parameters is not supported", expression=c.code)
 
-    def _string_cond(self, t: sa.Table, v: str, modifier: str | None) -> ColumnElement[bool]:
+    def _string_cond(self, t: Any, v: str, modifier: str | None) -> ColumnElement[bool]:
         if modifier == "exact":
             return t.c.raw == v
         n = normalize(v)
@@ -125,20 +192,15 @@ class SearchCompiler:
             return t.c.norm.like("%" + _like_escape(n) + "%", escape="\\")
         return sa.and_(t.c.norm >= n, t.c.norm < n + TOP)
 
-    def _token_cond(self, t: sa.Table, v: str, modifier: str | None) -> ColumnElement[bool]:
+    def _token_cond(self, t: Any, v: str, modifier: str | None) -> ColumnElement[bool]:
         if modifier == "text":
-            n = normalize(v)
+            n = normalize(unescape(v))
             return sa.and_(t.c.text >= n, t.c.text < n + TOP)
-        if modifier == "of-type":
-            parts = split_escaped(v, "|")
-            if len(parts) != 3:
-                raise bad_request(f":of-type takes system|code|value, not {v!r}", expression="identifier")
-            return sa.and_(t.c.system == parts[0], t.c.code == f"{parts[1]}|{parts[2]}")
-        parts = split_escaped(v, "|")
+        parts = [unescape(p) for p in split_escaped(v, "|")]
         if len(parts) == 1:
             return t.c.code == parts[0]
         if len(parts) != 2:
-            raise bad_request(f"A token is [system]|[code], not {v!r}")
+            raise bad_request(f"A token is [system]|[code], not {unescape(v)!r}")
         system, code = parts
         if system == "":
             return sa.and_(t.c.system.is_(None), t.c.code == code)
@@ -146,8 +208,19 @@ class SearchCompiler:
             return t.c.system == system
         return sa.and_(t.c.system == system, t.c.code == code)
 
+    def _of_type_cond(self, t: Any, v: str, code: str) -> ColumnElement[bool]:
+        parts = [unescape(p) for p in split_escaped(v, "|")]
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise bad_request(f":of-type takes system|code|value, not {unescape(v)!r}", expression=code)
+        system_cond = t.c.system.is_(None) if parts[0] == "" else t.c.system == parts[0]
+        return sa.and_(system_cond, t.c.code == f"{parts[1]}|{parts[2]}")
+
     def _date_cond(self, v: str, low: Any, high: Any) -> ColumnElement[bool]:
-        prefix, text = parse_prefix(v)
+        prefix, text = parse_prefix(unescape(v))
+        # an unencoded '+' of a timezone arrives as a space ("…T10:00:00 08:00")
+        m = _TZ_SPACE.match(text)
+        if m is not None:
+            text = f"{m.group(1)}+{m.group(2)}"
         try:
             ql, qh = date_range(text)
         except ValueError as e:
@@ -174,22 +247,13 @@ class SearchCompiler:
         return sa.and_(low <= qh + gap, high >= ql - gap)
 
     def _number_cond(self, v: str, low: Any, high: Any) -> ColumnElement[bool]:
-        prefix, text = parse_prefix(v)
-        try:
-            x = float(text)
-        except ValueError:
-            raise bad_request(f"Invalid number search value {v!r}") from None
-        if not math.isfinite(x):
-            raise bad_request(f"Invalid number search value {v!r}")
-        if "e" in text.lower():
-            d = 0.0
-        else:
-            decimals = len(text.split(".", 1)[1]) if "." in text else 0
-            d = 0.5 * 10 ** (-decimals)
+        """``low``/``high``: the indexed value's range (equal for a plain number)."""
+        prefix, text = parse_prefix(unescape(v))
+        x, lo, hi = _number_bounds(text, v)
         if prefix == "eq":
-            return sa.and_(low >= x - d, high < x + d)
+            return sa.and_(low >= lo, high < hi)
         if prefix == "ne":
-            return sa.not_(sa.and_(low >= x - d, high < x + d))
+            return sa.not_(sa.and_(low >= lo, high < hi))
         if prefix in ("gt", "sa"):
             return high > x
         if prefix in ("lt", "eb"):
@@ -198,24 +262,25 @@ class SearchCompiler:
             return high >= x
         if prefix == "le":
             return low <= x
-        span = abs(x) * 0.1
+        span = abs(x) * 0.1  # ap: ±10%
         return sa.and_(low <= x + span, high >= x - span)
 
-    def _quantity_cond(self, t: sa.Table, v: str) -> ColumnElement[bool]:
-        parts = split_escaped(v, "|")
-        num = parts[0]
-        cond = self._number_cond(num, t.c.low, t.c.high)
+    def _quantity_cond(self, t: Any, v: str) -> ColumnElement[bool]:
+        parts = [unescape(p) for p in split_escaped(v, "|")]
+        if len(parts) not in (1, 3):
+            raise bad_request(f"A quantity is [prefix]number[|system|code], not {unescape(v)!r}")
+        cond = self._number_cond(parts[0], t.c.low, t.c.high)
         if len(parts) == 3:
             system, code = parts[1], parts[2]
-            if system:
+            if system and code:
                 cond = sa.and_(cond, t.c.system == system, t.c.code == code)
+            elif system:
+                cond = sa.and_(cond, t.c.system == system)
             elif code:
                 cond = sa.and_(cond, sa.or_(t.c.code == code, t.c.unit == code))
-        elif len(parts) != 1:
-            raise bad_request(f"A quantity is [prefix]number[|system|code], not {v!r}")
         return cond
 
-    def _uri_cond(self, t: sa.Table, v: str, modifier: str | None) -> ColumnElement[bool]:
+    def _uri_cond(self, t: Any, v: str, modifier: str | None) -> ColumnElement[bool]:
         if modifier == "below":
             return sa.and_(t.c.value >= v, t.c.value < v + TOP)
         if modifier == "above":
@@ -230,51 +295,119 @@ class SearchCompiler:
             return t.c.value.in_(sorted(prefixes))
         return t.c.value == v
 
+    def _canonical_version(
+        self, types: Sequence[str], c: Criterion, v: str, r: Any
+    ) -> ColumnElement[bool] | None:
+        """``url=[url]|[version]`` on a canonical resource: the url and its ``version``."""
+        if c.kind != "uri" or c.modifier is not None or c.code != "url":
+            return None
+        parts = split_escaped(v, "|")
+        if len(parts) != 2:
+            return None
+        vtypes = [rt for rt in types if "version" in defs.search_params_for(rt)]
+        if not vtypes:
+            return None
+        u, t = S.idx_uri, S.idx_token
+        url, version = unescape(parts[0]), unescape(parts[1])
+        by_url = sa.select(u.c.rid).where(_key(u, [_param(rt, c.code) for rt in vtypes]), u.c.value == url)
+        by_version = sa.select(t.c.rid).where(_key(t, [_param(rt, "version") for rt in vtypes]), t.c.code == version)
+        return sa.and_(r.c.rid.in_(by_url), r.c.rid.in_(by_version))
+
+    # -- references -----------------------------------------------------------------------------
+    def _local(self, x: Any) -> ColumnElement[bool]:
+        return local_refs(x, self.base)
+
     def _ref_target(self, v: str) -> tuple[str | None, str | None, str | None]:
         """(type, id, url) that a reference search value names."""
-        if self.base_url and v.startswith(self.base_url + "/"):
-            v = v[len(self.base_url) + 1 :]
-        if "/_history/" in v and not v.startswith(("http:", "https:")):
-            v = v.split("/_history/", 1)[0]
+        if self.base and v.startswith(self.base + "/"):
+            v = v[len(self.base) + 1 :]
         if "://" in v or v.startswith("urn:"):
             return None, None, v
+        if "/_history/" in v:
+            v = v.split("/_history/", 1)[0]
         if "/" in v:
             rt, _, rid = v.partition("/")
             return rt, rid, None
         return None, v, None
 
-    def _ref_cond(self, t: sa.Table, v: str, c: Criterion) -> ColumnElement[bool]:
+    def _ref_cond(self, t: Any, v: str, c: Criterion) -> ColumnElement[bool]:
         rtype, rid, url = self._ref_target(v)
         if url is not None:
             return t.c.url == url
-        cond = t.c.target_id == rid
-        if rtype is None:
+        if rtype is not None and rtype not in defs.resource_types():
+            raise bad_request(f"Unknown resource type {rtype!r} in reference {v!r}", expression=c.code)
+        if c.chain_type is not None:  # the :Type modifier
+            if rtype is not None and rtype != c.chain_type:
+                return sa.false()
             rtype = c.chain_type
+        cond = sa.and_(t.c.target_id == rid, self._local(t))
         if rtype is not None:
-            if rtype not in defs.resource_types():
-                raise bad_request(f"Unknown resource type {rtype!r} in reference {v!r}", expression=c.code)
             cond = sa.and_(cond, t.c.target_type == rtype)
+        elif c.chain_type is None and rid is not None:
+            cond = sa.or_(cond, t.c.url == rid)  # a relative canonical such as "library-x"
         return cond
 
+    def _chain(self, types: Sequence[str], c: Criterion, r: Any) -> ColumnElement[bool]:
+        assert c.chain is not None and c.chain_type is not None
+        x = S.idx_ref.alias("x")
+        t = S.resources.alias("t")
+        inner = self.criterion([c.chain_type], c.chain, t)
+        sub = (
+            sa.select(x.c.rid)
+            .select_from(x.join(t, sa.and_(t.c.type == x.c.target_type, t.c.id == x.c.target_id)))
+            .where(
+                _key(x, [_param(rt, c.code) for rt in types]),
+                x.c.target_type == c.chain_type,
+                self._local(x),
+                t.c.deleted == sa.false(),
+                inner,
+            )
+        )
+        return r.c.rid.in_(sub)
+
+    def _has(self, types: Sequence[str] | None, c: Criterion, r: Any) -> ColumnElement[bool]:
+        """``_has:Type:ref:param=v``: the targets of ``ref`` from ``Type`` resources matching ``param=v``."""
+        assert c.chain is not None and c.has_type is not None and c.has_param is not None
+        x = S.idx_ref.alias("hx")
+        h = S.resources.alias("h")
+        t = S.resources.alias("ht")
+        inner = self.criterion([c.has_type], c.chain, h)
+        conds: list[ColumnElement[bool]] = [
+            x.c.param == _param(c.has_type, c.has_param.code),
+            self._local(x),
+            h.c.type == c.has_type,
+            h.c.deleted == sa.false(),
+            inner,
+        ]
+        if types is not None:
+            conds.append(x.c.target_type.in_(list(types)))
+        sub = (
+            sa.select(t.c.rid)
+            .select_from(
+                x.join(h, h.c.rid == x.c.rid).join(t, sa.and_(t.c.type == x.c.target_type, t.c.id == x.c.target_id))
+            )
+            .where(*conds)
+        )
+        return r.c.rid.in_(sub)
+
+    # -- composite, missing, text -----------------------------------------------------------------
     def _composite(self, types: Sequence[str], c: Criterion, v: str, r: Any) -> ColumnElement[bool]:
         assert c.param is not None
         parts = split_escaped(v, "$")
-        comps = c.param.component
+        comps = _component_types(types, c)
         if len(parts) != len(comps):
             raise bad_request(
-                f"Composite parameter {c.code!r} takes {len(comps)} values joined by '$', not {v!r}",
+                f"Composite parameter {c.code!r} takes {len(comps)} values joined by '$', not {unescape(v)!r}",
                 expression=c.code,
             )
-        by_url = defs.search_params_by_url()
         tables: list[Any] = []
         conds: list[ColumnElement[bool]] = []
-        for j, (url, _expr) in enumerate(comps):
-            cp = by_url.get(url)
-            if cp is None or cp.type not in S.INDEX_TABLES:
+        for j, ctype in enumerate(comps):
+            if ctype not in S.INDEX_TABLES:
                 raise bad_request(f"Composite parameter {c.code!r} has an unsupported component")
-            t = S.INDEX_TABLES[cp.type].alias(f"c{j}")
+            t = S.INDEX_TABLES[ctype].alias(f"c{j}")
             tables.append(t)
-            sub = Criterion(cp.code, cp.type, [parts[j]], None, cp)
+            sub = Criterion(f"{c.code}${j}", ctype, [parts[j]], None, c.param)
             conds.append(_key(t, [_param(rt, f"{c.code}${j}") for rt in types]))
             conds.append(self._value_cond(sub, t, parts[j]))
         first = tables[0]
@@ -285,75 +418,55 @@ class SearchCompiler:
 
     def _missing(self, types: Sequence[str], c: Criterion, r: Any, missing: bool) -> ColumnElement[bool]:
         if c.kind == "composite":  # composite values are indexed under their components, code$0…
-            table = S.INDEX_TABLES[_component_type(c, 0)]
+            table = S.INDEX_TABLES[_component_types(types, c)[0]]
             keys = [_param(rt, c.code + "$0") for rt in types]
         else:
             table = S.INDEX_TABLES[c.kind]
             keys = [_param(rt, c.code) for rt in types]
-        sub = sa.select(table.c.rid).where(_key(table, keys))
-        return r.c.rid.not_in(sub) if missing else r.c.rid.in_(sub)
-
-    def _chain(self, c: Criterion, keys: list[int], r: Any) -> ColumnElement[bool]:
-        assert c.chain is not None and c.chain_type is not None
-        x = S.idx_ref.alias("x")
-        t = S.resources.alias("t")
-        inner = self.criterion([c.chain_type], c.chain, t)
-        sub = (
-            sa.select(x.c.rid)
-            .select_from(x.join(t, sa.and_(t.c.type == x.c.target_type, t.c.id == x.c.target_id)))
-            .where(_key(x, keys), x.c.target_type == c.chain_type, t.c.deleted == sa.false(), inner)
-        )
-        return r.c.rid.in_(sub)
-
-    def _has(self, c: Criterion, r: Any) -> ColumnElement[bool]:
-        assert c.chain is not None and c.has_type is not None and c.has_param is not None
-        x = S.idx_ref.alias("hx")
-        h = S.resources.alias("h")
-        inner = self.criterion([c.has_type], c.chain, h)
-        sub = (
-            sa.select(x.c.target_id)
-            .select_from(x.join(h, h.c.rid == x.c.rid))
-            .where(
-                x.c.param == _param(c.has_type, c.has_param.code),
-                x.c.target_type == r.c.type,
-                h.c.type == c.has_type,
-                h.c.deleted == sa.false(),
-                inner,
-            )
-        )
-        return r.c.id.in_(sub)
+        present = r.c.rid.in_(sa.select(table.c.rid).where(_key(table, keys)))
+        if c.kind == "reference":  # a Reference with only an identifier is there too
+            t = S.idx_token
+            by_ident = sa.select(t.c.rid).where(_key(t, [_param(rt, c.code + ":identifier") for rt in types]))
+            present = sa.or_(present, r.c.rid.in_(by_ident))
+        return sa.not_(present) if missing else present
 
     def _fulltext(self, kind: str, v: str, r: Any) -> ColumnElement[bool]:
+        """``_text``: the narrative; ``_content``: any string value of the resource (not its keys)."""
         pattern = "%" + _like_escape(v.lower()) + "%"
         if self.dialect == "postgresql":
-            col: Any = r.c.content["text"]["div"].astext if kind == "_text" else sa.cast(r.c.content, sa.Text)
-            return col.ilike(pattern, escape="\\")
+            if kind == "_text":
+                div = sa.func.jsonb_extract_path_text(r.c.content, "text", "div")
+                return div.ilike(pattern, escape="\\")
+            path: Any = sa.literal_column("""'strict $.** ? (@.type() == "string")'::jsonpath""")
+            vals = sa.func.jsonb_path_query(r.c.content, path).table_valued("value").render_derived(name="cv")
+            text = vals.c.value.op("#>>", return_type=sa.Text)(sa.literal_column("'{}'"))
+            return sa.exists(sa.select(sa.literal(1)).select_from(vals).where(text.ilike(pattern, escape="\\")))
         if kind == "_text":
-            col = sa.func.json_extract(r.c.content, "$.text.div")
-        else:
-            col = r.c.content
-        return sa.func.lower(col).like(pattern, escape="\\")
+            return sa.func.lower(sa.func.json_extract(r.c.content, "$.text.div")).like(pattern, escape="\\")
+        tree = sa.func.json_tree(r.c.content).table_valued("type", "value").alias("cv")
+        return sa.exists(
+            sa.select(sa.literal(1)).select_from(tree).where(
+                tree.c.type == "text", sa.func.lower(tree.c.value).like(pattern, escape="\\")
+            )
+        )
 
     # -- sorting --------------------------------------------------------------------------------
     def sort_key(self, types: Sequence[str], code: str, desc: bool, r: Any) -> tuple[Any, bool, str]:
         if code == "_id":
-            return r.c.id, desc, "text"
+            col = r.c.id.collate("C") if self.dialect == "postgresql" else r.c.id
+            return col, desc, "text"
         if code == "_lastUpdated":
             return r.c.last_updated, desc, "int"
         p = defs.search_params_for(types[0]).get(code) if types else None
         if p is None or p.type not in S.INDEX_TABLES:
             raise bad_request(f"Cannot sort on {code!r}", expression="_sort")
         t = S.INDEX_TABLES[p.type].alias("s")
-        col, kind = {
-            "string": (t.c.norm, "text"),
-            "token": (t.c.code, "text"),
-            "uri": (t.c.value, "text"),
-            "reference": (t.c.target_id, "text"),
-            "number": (t.c.value, "float"),
-            "quantity": (t.c.high if desc else t.c.low, "float"),
-            "date": (t.c.high if desc else t.c.low, "int"),
-        }[p.type]
-        agg = sa.func.max(col) if desc else sa.func.min(col)
+        col, kind = _SORT_COLUMN[p.type](t, desc)
+        agg: Any = sa.func.max(col) if desc else sa.func.min(col)
+        if p.type == "quantity":
+            # an open Range end is ±infinity in the index: keep the key finite (a cursor is JSON)
+            # and inside the missing-value sentinels
+            agg = sa.case((agg > FINITE, FINITE), (agg < -FINITE, -FINITE), else_=agg)
         sub = sa.select(agg).where(t.c.rid == r.c.rid, _key(t, [_param(rt, code) for rt in types]))
         sentinel: Any
         if kind == "text":
@@ -365,15 +478,70 @@ class SearchCompiler:
         return sa.func.coalesce(sub.scalar_subquery(), sentinel), desc, kind
 
 
+# per parameter type: the index column a sort compares, and its kind (for the sentinel)
+_SORT_COLUMN: dict[str, Any] = {
+    "string": lambda t, desc: (t.c.norm, "text"),
+    "token": lambda t, desc: (t.c.code, "text"),
+    "uri": lambda t, desc: (t.c.value, "text"),
+    "reference": lambda t, desc: (t.c.target_id, "text"),
+    "number": lambda t, desc: (t.c.value, "float"),
+    "quantity": lambda t, desc: (t.c.high if desc else t.c.low, "float"),
+    "date": lambda t, desc: (t.c.high if desc else t.c.low, "int"),
+}
+
+
+def local_refs(x: Any, base: str | None) -> ColumnElement[bool]:
+    """Rows of ``idx_ref`` alias ``x`` that point at this server: relative, or absolute under ``base``."""
+    if not base:
+        return x.c.url.is_(None)
+    prefix = base.rstrip("/") + "/"
+    return sa.or_(x.c.url.is_(None), sa.and_(x.c.url >= prefix, x.c.url < prefix + TOP))
+
+
+def _number_bounds(text: str, original: str) -> tuple[float, float, float]:
+    """``(value, low, high)``: a number literal and the half-open range its precision implies.
+
+    ``5.4`` → ``[5.35, 5.45)``, ``100`` → ``[99.5, 100.5)``, ``1.5e2`` → ``[145, 155)``
+    (the precision is that of the last digit written).  Computed in decimal: float
+    arithmetic would make ``5.4 - 0.05`` slightly more than ``5.35``.
+    """
+    if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
+        raise bad_request(f"Invalid number search value {original!r}")
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise bad_request(f"Invalid number search value {original!r}") from None
+    exp = d.as_tuple().exponent
+    assert isinstance(exp, int)
+    half = Decimal(5).scaleb(exp - 1)
+    x, lo, hi = float(d), float(d - half), float(d + half)
+    if not (math.isfinite(x) and math.isfinite(lo) and math.isfinite(hi)):
+        raise bad_request(f"Invalid number search value {original!r}")
+    if hi <= x:  # the half step is below float resolution (1e18, 66.89999999999999): keep x inside [lo, hi)
+        hi = math.nextafter(x, math.inf)
+    return x, lo, hi
+
+
 def _key(t: Any, keys: list[int]) -> ColumnElement[bool]:
     uniq = sorted(set(keys))
+    if not uniq:
+        return sa.false()
     return t.c.param == uniq[0] if len(uniq) == 1 else t.c.param.in_(uniq)
 
 
-def _component_type(c: Criterion, j: int) -> str:
+def _component_types(types: Sequence[str], c: Criterion) -> list[str]:
+    """The index table type of each component of a composite, as the indexer wrote them."""
     assert c.param is not None
-    cp = defs.search_params_by_url().get(c.param.component[j][0])
-    return cp.type if cp is not None else "token"
+    for rt in types:
+        comps = composite_component_types(rt, c.code)
+        if comps:
+            return [t for _name, t in comps]
+    by_url = defs.search_params_by_url()
+    out: list[str] = []
+    for url, _expr in c.param.component:
+        cp = by_url.get(url)
+        out.append(cp.type if cp is not None else "token")
+    return out
 
 
 # -- keyset cursors ------------------------------------------------------------------------------
@@ -384,18 +552,37 @@ def encode_cursor(values: list[Any]) -> str:
 def decode_cursor(text: str) -> list[Any]:
     try:
         pad = "=" * (-len(text) % 4)
-        out = orjson.loads(base64.urlsafe_b64decode(text + pad))
+        out = orjson.loads(base64.urlsafe_b64decode(text.encode("ascii") + pad.encode()))
     except Exception:
         raise bad_request("The paging cursor is not valid", expression="_cursor") from None
-    if not isinstance(out, list) or not out:
+    if not isinstance(out, list) or not out or any(not isinstance(v, str | int | float) for v in out):
         raise bad_request("The paging cursor is not valid", expression="_cursor")
     return out
+
+
+def _python_type(col: Any) -> type | None:
+    try:
+        pt = col.type.python_type
+    except (NotImplementedError, AttributeError):
+        return None
+    return pt if isinstance(pt, type) else None
+
+
+def _checked(col: Any, v: Any) -> Any:
+    """A cursor value fit to compare with ``col`` (a 400, never a database error, otherwise)."""
+    pt = _python_type(col)
+    if isinstance(v, bool) or (pt is int and not isinstance(v, int)) or (
+        pt is float and not isinstance(v, int | float)
+    ) or (pt is str and not isinstance(v, str)):
+        raise bad_request("The paging cursor does not fit this search", expression="_cursor")
+    return v
 
 
 def after_cursor(cols: list[tuple[Any, bool]], values: list[Any]) -> ColumnElement[bool]:
     """Rows strictly after ``values`` in the order of ``cols`` ((expr, descending) pairs)."""
     if len(values) != len(cols):
         raise bad_request("The paging cursor does not fit this search", expression="_cursor")
+    values = [_checked(col, v) for (col, _d), v in zip(cols, values, strict=True)]
     ors: list[ColumnElement[bool]] = []
     for i, (col, desc) in enumerate(cols):
         eqs = [c == values[k] for k, (c, _d) in enumerate(cols[:i])]

@@ -47,28 +47,99 @@ MODIFIERS = {
 UNSUPPORTED_MODIFIERS = {"in", "not-in", "below", "above"}  # token modifiers needing terminology
 SUMMARY = {"true", "false", "text", "data", "count"}
 TOTAL = {"none", "estimate", "accurate"}
-_SPLIT = re.compile(r"(?<!\\),")
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]+$")
-
-
-def split_values(value: str) -> list[str]:
-    """Split ``a,b\\,c`` into ``['a', 'b,c']`` (a comma is OR; ``\\,`` is a comma)."""
-    return [unescape(v) for v in _SPLIT.split(value)]
-
-
-def unescape(v: str) -> str:
-    return v.replace("\\,", ",").replace("\\$", "$").replace("\\|", "|").replace("\\\\", "\\")
+_RESOLVE_IS = re.compile(r"resolve\(\)\s+is\s+([A-Z][A-Za-z]+)")
+_PATH_HEAD = re.compile(r"^\(?([A-Z][A-Za-z]+)\.([a-z][A-Za-z0-9]*)")
 
 
 def split_escaped(v: str, sep: str) -> list[str]:
-    """Split on ``sep`` unless it is escaped with a backslash."""
-    parts = re.split(r"(?<!\\)" + re.escape(sep), v)
-    return [p.replace("\\" + sep, sep) for p in parts]
+    """Split ``v`` on ``sep`` where it is not escaped with a backslash.
+
+    The parts keep their escapes (``\\,`` ``\\|`` ``\\$`` ``\\\\``) so that they can be split
+    again on another separator; :func:`unescape` each part once it is a final value.
+    """
+    parts: list[str] = []
+    cur: list[str] = []
+    i, n = 0, len(v)
+    while i < n:
+        ch = v[i]
+        if ch == "\\" and i + 1 < n:
+            cur.append(v[i : i + 2])
+            i += 2
+            continue
+        if ch == sep:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def split_values(value: str, *, drop_empty: bool = False) -> list[str]:
+    """Split ``a,b\\,c`` into ``['a', 'b\\,c']``: a comma is OR, ``\\,`` a literal comma.
+
+    The values keep their escapes: the compiler splits them further (``|``, ``$``)
+    as the parameter type needs, then unescapes each part (:func:`unescape`).
+    ``drop_empty`` leaves out empty alternatives (``a,`` is ``a``, not "a or anything").
+    """
+    parts = split_escaped(value, ",")
+    return [p for p in parts if p != ""] if drop_empty else parts
+
+
+def unescape(v: str) -> str:
+    """``\\,`` ``\\|`` ``\\$`` ``\\\\`` → ``,`` ``|`` ``$`` ``\\`` (any other backslash is kept)."""
+    if "\\" not in v:
+        return v
+    out: list[str] = []
+    i, n = 0, len(v)
+    while i < n:
+        ch = v[i]
+        if ch == "\\" and i + 1 < n and v[i + 1] in ",|$\\":
+            out.append(v[i + 1])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def reference_targets(resource_type: str, p: defs.SearchParamDef) -> tuple[str, ...]:
+    """The types a reference parameter can point to *from this resource type*.
+
+    Shared definitions list the union over every base (``clinical-patient`` targets
+    Patient and Group); the type's own part of the expression often narrows it
+    (``Observation.subject.where(resolve() is Patient)``), else the element's
+    declared targets do.  Falls back to the definition's targets.
+    """
+    declared = tuple(t for t in p.target if t != "Resource")
+    if not p.expression:
+        return declared
+    found: set[str] = set()
+    td = defs.types().get(resource_type)
+    for part in p.expression.split("|"):
+        part = part.strip()
+        m = _PATH_HEAD.match(part)
+        if m is None or m.group(1) != resource_type:
+            continue
+        r = _RESOLVE_IS.search(part)
+        if r is not None:
+            found.add(r.group(1))
+            continue
+        el = td.elements.get(m.group(2)) if td is not None else None
+        if el is None or not el.targets or "Resource" in el.targets:
+            return declared
+        found.update(el.targets)
+    if not found:
+        return declared
+    narrowed = tuple(t for t in declared if t in found) if declared else tuple(sorted(found))
+    return narrowed or declared
 
 
 @dataclass(slots=True)
 class Criterion:
-    """One search parameter with its ORed values.
+    """One search parameter with its ORed values (still escaped: see :func:`split_values`).
 
     ``kind`` is the parameter type (``string``, ``token``…) or a special name
     (``_id``, ``_lastUpdated``, ``_type``, ``_has``, ``_text``, ``_content``).
@@ -110,6 +181,9 @@ class SearchRequest:
     cursor: str | None = None
     warnings: list[Issue] = field(default_factory=list)
     types: list[str] | None = None  # system search: _type
+    #: this server's FHIR base (``https://host/fhir``), when the caller knows it: a reference
+    #: search on an absolute URL under it is a local reference (overrides the store's setting)
+    base_url: str | None = None
 
 
 class Parser:
@@ -122,9 +196,19 @@ class Parser:
 
     def parse(self, resource_type: str | None, params: list[tuple[str, str]]) -> SearchRequest:
         req = SearchRequest(resource_type=resource_type, count=self.default_count)
+        # _type decides which parameters a system-level search knows, wherever it stands
+        rest: list[tuple[str, str]] = []
         for name, value in params:
+            if name.partition(":")[0] == "_type":
+                self._type(req, name, value)
+            else:
+                rest.append((name, value))
+        for name, value in rest:
             if name in RESULT_PARAMS or name.split(":", 1)[0] in ("_include", "_revinclude"):
                 self._result_param(req, name, value)
+                continue
+            if not split_values(value, drop_empty=True):
+                self._unknown(req, f"Search parameter {name!r} has no value", name, code="invalid")
                 continue
             crit = self._criterion(resource_type, name, value, req)
             if crit is not None:
@@ -132,11 +216,25 @@ class Parser:
         return req
 
     # -- errors ---------------------------------------------------------------------------
-    def _unknown(self, req: SearchRequest, message: str, name: str) -> None:
+    def _unknown(self, req: SearchRequest, message: str, name: str, code: str = "not-supported") -> None:
         if self.lenient:
-            req.warnings.append(Issue("warning", "not-supported", message + " (ignored)", name, "PHIP-2001"))
+            req.warnings.append(Issue("warning", code, message + " (ignored)", name, "PHIP-2001"))
             return
-        raise FhirError(400, message, code="not-supported", expression=name, msg_id="PHIP-2001")
+        raise FhirError(400, message, code=code, expression=name, msg_id="PHIP-2001")
+
+    def _type(self, req: SearchRequest, name: str, value: str) -> None:
+        if req.resource_type is not None:
+            self._unknown(req, "_type is only allowed in a system-level search", name)
+            return
+        if name != "_type":
+            raise bad_request(f"_type takes no modifier ({name!r})", expression=name)
+        types = [t.strip() for t in value.split(",") if t.strip()]
+        bad = [t for t in types if t not in defs.resource_types()]
+        if bad:
+            raise bad_request(f"_type: unknown resource type(s) {', '.join(bad)}", expression="_type")
+        if not types:
+            raise bad_request("_type needs at least one resource type", expression="_type")
+        req.types = sorted(set(types)) if req.types is None else sorted(set(req.types) & set(types))
 
     # -- result parameters ------------------------------------------------------------------
     def _result_param(self, req: SearchRequest, name: str, value: str) -> None:
@@ -162,9 +260,13 @@ class Parser:
                     continue
                 desc = key.startswith("-")
                 code = key.lstrip("-")
-                if code not in ("_id", "_lastUpdated") and (
-                    req.resource_type is None or code not in defs.search_params_for(req.resource_type)
-                ):
+                if code in ("_id", "_lastUpdated"):
+                    known = True
+                elif req.resource_type is not None:
+                    known = code in defs.search_params_for(req.resource_type)
+                else:  # a system-level search sorts on what every _type has
+                    known = _common_param(req.types, code) is not None
+                if not known:
                     self._unknown(req, f"Unknown sort parameter {code!r}", "_sort")
                     continue
                 req.sort.append((code, desc))
@@ -223,26 +325,20 @@ class Parser:
             head, chain_part = name.split(".", 1)
         code, _, modifier = head.partition(":")
         modifier_s: str | None = modifier or None
-        if code == "_type":
-            if resource_type is not None:
-                self._unknown(req, "_type is only allowed in a system-level search", name)
-                return None
-            types = [t.strip() for t in value.split(",") if t.strip()]
-            bad = [t for t in types if t not in defs.resource_types()]
-            if bad:
-                raise bad_request(f"_type: unknown resource type(s) {', '.join(bad)}", expression="_type")
-            req.types = types
-            return None
         if code in ("_id", "_lastUpdated", "_text", "_content"):
-            if modifier_s not in (None, "missing", "not") or (modifier_s == "not" and code != "_id"):
-                self._unknown(req, f"Modifier :{modifier_s} is not supported on {code}", name)
-                return None
-            return Criterion(code, code, split_values(value), modifier_s)
+            if chain_part is not None:
+                raise bad_request(f"{code} cannot be chained", expression=name)
+            allowed = {"_id": ("missing", "not"), "_lastUpdated": ("missing",)}.get(code, ())
+            if modifier_s is not None and modifier_s not in allowed:
+                raise bad_request(f"Modifier :{modifier_s} is not allowed on {code}", expression=name)
+            if modifier_s == "missing" and value not in ("true", "false"):
+                raise bad_request(f":missing takes true or false, not {value!r}", expression=name)
+            return Criterion(code, code, split_values(value, drop_empty=True), modifier_s)
         if code in ("_list", "_query", "_filter"):
             self._unknown(req, f"Search parameter {code} is not supported by this server", name)
             return None
         if resource_type is None:
-            p = defs.search_params_for("Resource").get(code) or _common_param(req.types, code)
+            p = _common_param(req.types, code) if req.types else defs.search_params_for("Resource").get(code)
         else:
             p = defs.search_params_for(resource_type).get(code)
         if p is None:
@@ -252,12 +348,17 @@ class Parser:
         if p.type == "special" or (p.expression is None and p.type != "composite"):
             self._unknown(req, f"Search parameter {code!r} ({p.type}) is not supported by this server", name)
             return None
-        crit = Criterion(code, p.type, split_values(value), None, p)
+        crit = Criterion(code, p.type, split_values(value, drop_empty=True), None, p)
         if modifier_s is not None:
             if p.type == "reference" and modifier_s not in MODIFIERS["reference"]:
                 if modifier_s not in defs.resource_types():
                     raise bad_request(
                         f"Unknown modifier :{modifier_s} on reference parameter {code!r}", expression=name
+                    )
+                if p.target and "Resource" not in p.target and modifier_s not in p.target:
+                    raise bad_request(
+                        f"{code!r} cannot refer to a {modifier_s} (it targets {', '.join(p.target)})",
+                        expression=name,
                     )
                 crit.chain_type = modifier_s
             elif modifier_s not in MODIFIERS.get(p.type, set()):
@@ -274,7 +375,14 @@ class Parser:
         if chain_part is not None:
             if p.type != "reference":
                 raise bad_request(f"Chaining needs a reference parameter; {code!r} is {p.type}", expression=name)
-            targets = [crit.chain_type] if crit.chain_type else [t for t in p.target if t != "Resource"]
+            if crit.modifier is not None:
+                raise bad_request(f"Modifier :{crit.modifier} cannot be used in a chain", expression=name)
+            if crit.chain_type:
+                targets: list[str] = [crit.chain_type]
+            elif resource_type is not None:
+                targets = list(reference_targets(resource_type, p))
+            else:
+                targets = [t for t in p.target if t != "Resource"]
             if len(targets) != 1:
                 raise bad_request(
                     f"Chained parameter {name!r} must name the target type ({code}:Type.{chain_part})",
@@ -312,12 +420,14 @@ class Parser:
 
 
 def _common_param(types: list[str] | None, code: str) -> defs.SearchParamDef | None:
+    """The parameter ``code`` when every type of a ``_type`` search has it, with one type."""
     if not types:
         return None
     found = [defs.search_params_for(t).get(code) for t in types]
-    if all(f is not None for f in found):
-        return found[0]
-    return None
+    first = found[0]
+    if first is None or any(f is None or f.type != first.type for f in found):
+        return None
+    return first
 
 
 def parse_prefix(value: str) -> tuple[str, str]:

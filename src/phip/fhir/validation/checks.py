@@ -26,10 +26,17 @@ if TYPE_CHECKING:
     from phip.fhir.validation.schema import Slot
 
 
+_RESOURCE_TYPES = resource_types()
+
+
 def _codes_hint(codes: frozenset[str]) -> str:
     if len(codes) <= 12:
         return " (one of: " + ", ".join(sorted(codes)) + ")"
     return ""
+
+
+def _names(targets: frozenset[str]) -> str:
+    return ", ".join(sorted(targets))
 
 
 def check_reference(value: dict[str, Any], path: str, issues: list[Issue], slot: Slot) -> None:
@@ -37,28 +44,28 @@ def check_reference(value: dict[str, Any], path: str, issues: list[Issue], slot:
     targets = slot.targets
     if targets is None:
         return
-    allowed = ", ".join(sorted(targets))
     ref = value.get("reference")
-    if type(ref) is str and "/" in ref and ":" not in ref and "?" not in ref:
-        parts = ref.split("/")
-        if (len(parts) == 2 or (len(parts) == 4 and parts[2] == "_history")) and parts[0] not in targets:
-            if parts[0] in resource_types():
+    if type(ref) is str:
+        head, slash, rest = ref.partition("/")  # the common case (an allowed type) ends here
+        if slash and head not in targets and head in _RESOURCE_TYPES:
+            parts = rest.split("/")
+            if len(parts) == 1 or (len(parts) == 3 and parts[1] == "_history"):
                 issues.append(
                     Issue(
                         "error",
                         "invalid",
                         path + ".reference",
-                        f"{slot.label} may refer only to {allowed}, not to {parts[0]} ({ref!r})",
+                        f"{slot.label} may refer only to {_names(targets)}, not to {head} ({ref!r})",
                     )
                 )
     rtype = value.get("type")
-    if type(rtype) is str and rtype not in targets and rtype in resource_types():
+    if type(rtype) is str and rtype not in targets and rtype in _RESOURCE_TYPES:
         issues.append(
             Issue(
                 "error",
                 "invalid",
                 path + ".type",
-                f"{slot.label} may refer only to {allowed}, not to the type {rtype!r}",
+                f"{slot.label} may refer only to {_names(targets)}, not to the type {rtype!r}",
             )
         )
 
@@ -100,10 +107,12 @@ def check_codeable_concept(value: dict[str, Any], path: str, issues: list[Issue]
     codings = value.get("coding")
     if type(codings) is list:
         for c in codings:
-            if type(c) is dict and c.get("code") in codes:
-                return
+            if type(c) is dict:
+                code = c.get("code")
+                if type(code) is str and code in codes:
+                    return
     found = [c.get("code") for c in codings if type(c) is dict] if type(codings) is list else []
-    shown = ", ".join(repr(c) for c in found if c is not None)
+    shown = ", ".join(repr(c) for c in found if type(c) is str)
     if shown:
         what = f"none of its codes ({shown}) is in that value set"
     else:

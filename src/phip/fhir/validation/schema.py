@@ -17,8 +17,8 @@ after that validating is a dict walk with no definition look-ups.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 from phip.fhir.definitions import Element, TypeDef, resource_types, types, valueset_codes
@@ -120,12 +120,24 @@ def struct_for(type_name: str, path: str = "") -> Struct:
     return st
 
 
-@cache
+_READY: dict[str, Struct] = {}
+_BUILD_LOCK = threading.Lock()
+
+
 def resource_struct(type_name: str) -> Struct | None:
-    """The struct of a concrete resource type, or None when there is no such type."""
-    if type_name not in resource_types():
-        return None
-    return struct_for(type_name)
+    """The struct of a concrete resource type, or None when there is no such type.
+
+    Thread-safe: a type's structs are built under a lock and published only once
+    complete (while building, :data:`_STRUCTS` holds structs still being filled).
+    """
+    st = _READY.get(type_name)
+    if st is None:
+        if type_name not in resource_types():
+            return None
+        with _BUILD_LOCK:
+            st = struct_for(type_name)
+            _READY[type_name] = st
+    return st
 
 
 def _fill(st: Struct, td: TypeDef, path: str) -> None:

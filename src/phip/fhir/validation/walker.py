@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from phip.fhir.definitions import resource_types
 from phip.fhir.validation.issue import Issue
 from phip.fhir.validation.schema import (
     M_COMPLEX,
@@ -39,8 +40,17 @@ def validate(resource: Any) -> list[Issue]:
     issues: list[Issue] = []
     rt = resource.get("resourceType") if type(resource) is dict else None
     root = rt if type(rt) is str and resource_struct(rt) is not None else "Resource"
-    _resource(resource, root, issues, False)
+    try:
+        _resource(resource, root, issues, False)
+    except RecursionError:  # only for JSON nested deeper than any parser would hand us
+        issues.append(Issue("error", "too-costly", root, "The resource is nested too deeply to validate"))
     return issues
+
+
+def prepare() -> None:
+    """Compile the tables of every resource type now (about 0.1 s) instead of on first use."""
+    for rt in resource_types():
+        resource_struct(rt)
 
 
 def _err(issues: list[Issue], code: str, expression: str, diagnostics: str) -> None:
@@ -72,7 +82,7 @@ def _resource(val: Any, path: str, issues: list[Issue], contained: bool) -> None
         return
     st = resource_struct(rt) if type(rt) is str else None
     if st is None:
-        _err(issues, "not-supported", path, f"{rt!r} is not a known concrete FHIR R4 resource type")
+        _err(issues, "not-supported", path, f"The resourceType {rt!r} is not a known concrete FHIR R4 resource type")
         return
     _walk(val, st, path, issues)
     if contained:
@@ -170,7 +180,7 @@ def _walk(obj: dict[str, Any], st: Struct, path: str, issues: list[Issue]) -> No
             if k in obj:
                 break
         else:
-            name = label.rsplit(".", 1)[-1]
+            name = label.rsplit(".", 1)[-1].removesuffix("[x]")  # FHIRPath names a choice without [x]
             _err(issues, "required", f"{path}.{name}", f"{label} is required (minimum cardinality 1) but missing")
     if st.post is not None:
         st.post(obj, path, issues)
@@ -200,9 +210,7 @@ def _bad_array(slot: Slot, key: str, val: Any, path: str, issues: list[Issue]) -
         _err(issues, "structure", expr, f"{slot.label} is an empty array; omit it instead")
 
 
-def _primitive_array(
-    obj: dict[str, Any], key: str, val: list[Any], slot: Slot, path: str, issues: list[Issue]
-) -> None:
+def _primitive_array(obj: dict[str, Any], key: str, val: list[Any], slot: Slot, path: str, issues: list[Issue]) -> None:
     """Items of a repeating primitive; a null is allowed where ``_key`` has an item."""
     fast = slot.fast
     codes = slot.codes
@@ -236,11 +244,13 @@ def _primitive_extension(obj: dict[str, Any], val: Any, slot: Slot, path: str, i
                 issues,
                 "structure",
                 f"{path}.{key}",
-                f"{slot.ext_key} must be a JSON array aligned with {key}, not {_kind(val)}",
+                f"The property {slot.ext_key} must be a JSON array aligned with {key}, not {_kind(val)}",
             )
             return
         if not val:
-            _err(issues, "structure", f"{path}.{key}", f"{slot.ext_key} is an empty array; omit it instead")
+            _err(
+                issues, "structure", f"{path}.{key}", f"The property {slot.ext_key} is an empty array; omit it instead"
+            )
             return
         base = obj.get(key)
         if type(base) is list and len(base) != len(val):
@@ -248,7 +258,7 @@ def _primitive_extension(obj: dict[str, Any], val: Any, slot: Slot, path: str, i
                 issues,
                 "structure",
                 f"{path}.{key}",
-                f"{slot.ext_key} has {len(val)} items but {key} has {len(base)}; they must be aligned",
+                f"The property {slot.ext_key} has {len(val)} items but {key} has {len(base)}; they must be aligned",
             )
             base = None
         elif type(base) is not list:
@@ -256,15 +266,15 @@ def _primitive_extension(obj: dict[str, Any], val: Any, slot: Slot, path: str, i
         for i, item in enumerate(val):
             p = f"{path}.{key}[{i}]"
             if item is None:
-                if base is None or base[i] is None:
-                    _err(issues, "structure", p, f"{slot.ext_key} has a null item with no value in {key}")
+                if base is None:  # with an aligned value array, the value side reports a double null
+                    _err(issues, "structure", p, f"The property {slot.ext_key} has a null item with no value in {key}")
                 continue
             if type(item) is not dict or not item:
-                _bad_object(slot, item, p, issues, f"{slot.ext_key} item")
+                _bad_object(slot, item, p, issues, f"An item of {slot.ext_key}")
                 continue
             _walk(item, sub, p, issues)
     elif type(val) is not dict or not val:
-        _bad_object(slot, val, f"{path}.{key}", issues, slot.ext_key)
+        _bad_object(slot, val, f"{path}.{key}", issues, f"The property {slot.ext_key}")
     else:
         _walk(val, sub, f"{path}.{key}", issues)
 
@@ -300,7 +310,7 @@ def _unknown(st: Struct, key: str, path: str, issues: list[Issue]) -> None:
                 issues,
                 "structure",
                 expr,
-                f"{key!r} is not an allowed type for {st.label}.{element}; use one of: {allowed}",
+                f"The property {key!r} is not an allowed type for {st.label}.{element}; use one of: {allowed}",
             )
             return
     if key.startswith("_") and key[1:] in st.props:
@@ -308,11 +318,16 @@ def _unknown(st: Struct, key: str, path: str, issues: list[Issue]) -> None:
             issues,
             "structure",
             expr,
-            f"{key!r} is not allowed: {st.props[key[1:]].label} is not a primitive, so it has no '_' form",
+            f"The property {key!r} is not allowed: {st.props[key[1:]].label} is not a primitive, so it has no '_' form",
         )
         return
     if key == "resourceType":
-        _err(issues, "structure", expr, f"resourceType is not allowed in {st.label}, which is not a resource")
+        _err(
+            issues,
+            "structure",
+            expr,
+            f"The property resourceType is not allowed in {st.label}, which is not a resource",
+        )
         return
     _err(issues, "structure", expr, f"Unknown property {key!r}: {st.label} has no element of that name")
 
@@ -391,6 +406,5 @@ def _check_contained_referenced(res: dict[str, Any], path: str, issues: list[Iss
             issues,
             "invariant",
             f"{path}.contained[{i}]",
-            f"The contained resource {what} is not referenced from the resource and does not "
-            "refer to it (dom-3)",
+            f"The contained resource {what} is not referenced from the resource and does not refer to it (dom-3)",
         )
