@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 PATIENT: dict[str, Any] = {
     "resourceType": "Patient",
     "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "110101199003070011"}],
@@ -161,3 +163,34 @@ def test_validate_operation(api: Any) -> None:
     bad = api.post("/fhir/Patient/$validate", {**PATIENT, "gender": "x"}, expect=200).json()
     assert any(i["severity"] == "error" and i["expression"] == ["Patient.gender"] for i in bad["issue"])
     assert api.ids("Patient") == []
+
+
+def test_query_timeout_is_a_clear_error(node: Any) -> None:
+    from phip.fhir.errors import FhirError
+    from phip.store.repository import Settings, Store
+
+    store = node.store
+    repo = store.repository()
+    with repo.transaction():
+        div = '<div xmlns="http://www.w3.org/1999/xhtml">' + "x" * 8000 + "</div>"
+        for i in range(500):
+            repo.create("Patient", {"resourceType": "Patient", "name": [{"family": f"n{i:04d}"}],
+                                    "text": {"status": "generated", "div": div}})
+    store2 = Store(node.config.db, Settings(query_timeout_ms=1))
+    repo2 = store2.repository()
+    try:
+        # a deliberately costly search: substring over every stored document, sorted
+        req = repo2.parser().parse("Patient", [("_content", "zzz-not-there"), ("_sort", "-name"),
+                                               ("_total", "accurate")])
+        with pytest.raises(FhirError) as info:
+            repo2.search(req)  # scanning 4 MB of documents takes far more than 1 ms
+        assert info.value.status == 408 and info.value.issues[0].code == "too-costly"
+        assert "1 ms" in info.value.issues[0].diagnostics
+    finally:
+        store2.dispose()
+
+
+def test_body_size_limit(api: Any) -> None:
+    big = b'{"resourceType": "Patient", "text": {"status": "generated", "div": "' + b"x" * (51 * 1024 * 1024) + b'"}}'
+    r = api.req("POST", "/fhir/Patient", content=big, headers={"Content-Type": "application/fhir+json"})
+    assert r.status_code == 413 and r.json()["issue"][0]["code"] == "too-costly"

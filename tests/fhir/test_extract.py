@@ -638,3 +638,20 @@ def test_dates_agree_with_the_query_side() -> None:
     assert seen > 300
     for text in ("2016-12-31T23:59:60Z", "2000-02-29", "1900-02", "2024-03-01T00:00:00.000001-14:00", "0001"):
         assert date_range(text) == datetimes.date_range(text), text
+
+
+def test_period_with_end_before_start_keeps_low_below_high() -> None:
+    enc = {"resourceType": "Encounter", "status": "finished", "period": {"start": "2024-02-01", "end": "2024-01-01"}}
+    assert rows(index_resource(enc), "dates", "date") == [(0, us(2024, 1, 1), us(2024, 2, 2) - 1)]
+
+
+def test_no_probe_for_a_reference_a_search_cannot_name() -> None:
+    lib = {
+        "resourceType": "Library",
+        "status": "active",
+        "type": {"text": "x"},
+        "relatedArtifact": [{"type": "predecessor", "resource": "library-helpers-v1"}],
+    }
+    assert rows(index_resource(lib), "refs", "predecessor") == [(0, None, None, "library-helpers-v1")]
+    # a bare value in a reference search is an id, so no probe would find this row
+    assert not [p for p in probe_values(lib) if p[0] == "predecessor"]

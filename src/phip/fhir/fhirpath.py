@@ -622,6 +622,7 @@ def _children(focus: Coll, name: str, of_type: str | None = None) -> Coll:
     append = out.append
     last: _Ctx | None = None
     specs: _Specs | None = None
+    skey = (name, of_type)
     for n in focus:
         v = n[0]
         if type(v) is not dict:
@@ -629,7 +630,9 @@ def _children(focus: Coll, name: str, of_type: str | None = None) -> Coll:
         c = n[2]
         if c is not last:
             last = c
-            specs = c.specs(name, of_type)
+            specs = c._typed.get(skey, _MISS)  # type: ignore[arg-type]
+            if specs is _MISS:
+                specs = c.specs(name, of_type)
         if specs is None:
             continue
         for key, tname, kc in specs:

@@ -7,6 +7,7 @@ backend-specific that the store needs is a method of :class:`Dialect`.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,18 @@ class PostgresDialect(Dialect):
         return int(cur) + 1
 
 
-def make_engine(url: str, *, pool_size: int = 8) -> tuple[Engine, Dialect]:
+class QueryTimeout(Exception):
+    """A statement ran past the node's query timeout and was cancelled."""
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """True when a DBAPI error is the cancellation of a statement that ran too long."""
+    orig = getattr(exc, "orig", exc)
+    name = type(orig).__name__
+    return name == "QueryCanceled" or "interrupted" in str(orig)
+
+
+def make_engine(url: str, *, pool_size: int = 8, query_timeout_ms: int = 30000) -> tuple[Engine, Dialect]:
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         engine = create_engine(
@@ -80,6 +92,20 @@ def make_engine(url: str, *, pool_size: int = 8) -> tuple[Engine, Dialect]:
             cur.execute("PRAGMA temp_store=MEMORY")
             cur.execute("PRAGMA mmap_size=1073741824")
             cur.close()
+            if query_timeout_ms > 0:
+                # SQLite has no statement timeout: a progress handler interrupts a statement past the limit
+                started = _rec.info.setdefault("phip_started", [0.0])
+
+                def check() -> int:
+                    return 1 if started[0] and time.monotonic() - started[0] > query_timeout_ms / 1000 else 0
+
+                dbapi_conn.set_progress_handler(check, 20000)
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _started(conn: Connection, *_a: Any) -> None:
+            holder = conn.connection._connection_record.info.get("phip_started") if conn.connection else None
+            if holder is not None:
+                holder[0] = time.monotonic()
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
@@ -93,6 +119,7 @@ def make_engine(url: str, *, pool_size: int = 8) -> tuple[Engine, Dialect]:
             pool_size=pool_size,
             max_overflow=16,
             pool_pre_ping=True,
+            connect_args={"options": f"-c statement_timeout={max(0, query_timeout_ms)}"},
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
         )

@@ -33,7 +33,7 @@ from phip.fhir.search.extract import index_resource
 from phip.fhir.search.query import Parser, SearchRequest
 from phip.fhir.validation import validate
 from phip.store import schema as S
-from phip.store.db import Dialect, make_engine, migrate
+from phip.store.db import Dialect, is_timeout, make_engine, migrate
 from phip.store.search import SearchCompiler, encode_cursor, paged
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -124,7 +124,8 @@ class Store:
     def __init__(self, url: str, settings: Settings | None = None, *, pool_size: int = 8) -> None:
         self.url = url
         self.settings = settings or Settings()
-        self.engine, self.dialect = make_engine(url, pool_size=pool_size)
+        self.engine, self.dialect = make_engine(url, pool_size=pool_size,
+                                                query_timeout_ms=self.settings.query_timeout_ms)
         self.search_compiler = SearchCompiler(self.dialect.name, self.settings.base_url)
         self.hooks = Hooks()
         self._local = threading.local()
@@ -159,6 +160,7 @@ class Store:
     def read_conn(self) -> Iterator[Connection]:
         existing: Tx | None = getattr(self._local, "tx", None)
         if existing is not None:
+            existing.flush_pending()  # reads inside a transaction see its own writes
             yield existing.conn
             return
         with self.engine.connect() as conn:
@@ -173,8 +175,20 @@ class Tx:
         self.dialect = dialect
         self.changes: list[dict[str, Any]] = []
         self.ref_checks: list[tuple[str, str, str]] = []  # (expression, type, id)
+        # written in bulk (executemany) before any read in the transaction and before commit
+        self.pending_versions: list[dict[str, Any]] = []
+        self.pending_index: dict[int, tuple[str, dict[str, Any]]] = {}
+
+    def flush_pending(self) -> None:
+        if self.pending_versions:
+            self.conn.execute(S.resource_versions.insert(), self.pending_versions)
+            self.pending_versions = []
+        if self.pending_index:
+            insert_index_rows(self.conn, self.pending_index)
+            self.pending_index = {}
 
     def flush_changes(self) -> None:
+        self.flush_pending()
         if self.ref_checks:
             _check_references(self.conn, self.ref_checks)
             self.ref_checks = []
@@ -225,6 +239,7 @@ def local_references(resource: Any, path: str = "") -> Iterator[tuple[str, str, 
 
 R = S.resources
 V = S.resource_versions
+_SEARCH_ALIAS = R.alias("r")  # immutable; reused so each search does not rebuild its column collections
 _ROW_COLS = (R.c.rid, R.c.type, R.c.id, R.c.version, R.c.last_updated, R.c.deleted, R.c.content)
 
 
@@ -300,7 +315,18 @@ class Repository:
                       lenient=lenient)
 
     def search(self, req: SearchRequest, *, extra_where: list[Any] | None = None) -> SearchResult:
-        r = R.alias("r")
+        try:
+            return self._search(req, extra_where)
+        except sa.exc.DBAPIError as e:
+            if is_timeout(e):
+                raise FhirError(
+                    408, f"The search ran past this node's limit of {self.settings.query_timeout_ms} ms; "
+                    "narrow it with more selective parameters", code="too-costly", msg_id="PHIP-2408",
+                ) from None
+            raise
+
+    def _search(self, req: SearchRequest, extra_where: list[Any] | None) -> SearchResult:
+        r = _SEARCH_ALIAS
         compiled = self.store.search_compiler.compile(req, r)
         where = compiled.where + [f(r) for f in extra_where or []]
         with self.store.read_conn() as conn:
@@ -309,7 +335,10 @@ class Repository:
                 total = conn.execute(sa.select(sa.func.count()).select_from(r).where(*where)).scalar_one()
             if req.summary == "count" or req.count == 0:
                 return SearchResult([], [], None, total)
-            base = sa.select(r.c.rid).where(*where)
+            unsorted = not compiled.sort_cols
+            # unsorted: one query returns the rows; sorted: sort keys first, then the rows of the page
+            cols = [r.c.rid, r.c.type, r.c.id, r.c.version, r.c.last_updated, r.c.deleted, r.c.content]
+            base = sa.select(*cols).where(*where) if unsorted else sa.select(r.c.rid).where(*where)
             q, order = paged(base, compiled, r, req.count, req.cursor)
             recs = conn.execute(q).all()
             more = len(recs) > req.count
@@ -319,8 +348,7 @@ class Repository:
                 last = recs[-1]
                 vals = [last[i + 1] for i in range(len(order) - 1)] + [last.rid]
                 next_cursor = encode_cursor(vals)
-            rids = [rec.rid for rec in recs]
-            rows = self._rows_by_rid(conn, rids)
+            rows = [_row(rec) for rec in recs] if unsorted else self._rows_by_rid(conn, [rec.rid for rec in recs])
             if total is None and req.cursor is None and not more:
                 total = len(rows)
             included = self._includes(conn, req, rows) if req.includes and rows else []
@@ -466,14 +494,15 @@ class Repository:
                 R.update().where(R.c.rid == row_id).values(version=version, last_updated=now, deleted=deleted,
                                                             content=stored)
             )
+            tx.flush_pending()  # this resource's old index rows may still be queued
             for table in S.INDEX_TABLES.values():
                 conn.execute(table.delete().where(table.c.rid == row_id))
-        conn.execute(
-            V.insert().values(rid=row_id, version=version, type=rtype, id=rid, last_updated=now, deleted=deleted,
-                              method=method, content=stored)
+        tx.pending_versions.append(
+            {"rid": row_id, "version": version, "type": rtype, "id": rid, "last_updated": now, "deleted": deleted,
+             "method": method, "content": stored}
         )
         if doc is not None:
-            insert_index_rows(conn, {row_id: (rtype, doc)})
+            tx.pending_index[row_id] = (rtype, doc)
         tx.changes.append(
             {"rid": row_id, "type": rtype, "id": rid, "version": version, "deleted": deleted, "ts": now}
         )

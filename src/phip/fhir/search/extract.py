@@ -150,10 +150,6 @@ def normalize_text(s: str) -> str:
     return normalize(s)
 
 
-def _norm_opt(s: Any) -> str | None:
-    return normalize_text(s) if type(s) is str and s else None
-
-
 # --------------------------------------------------------------------------- dates
 
 _DT_RE = re.compile(
@@ -308,7 +304,7 @@ def _str_cc(ix: ResourceIndex, p: str, g: int, node: Item, probes: Sink) -> None
 def _token(ix: ResourceIndex, p: str, g: int, system: Any, code: Any, display: Any, probes: Sink) -> None:
     s = system if type(system) is str and system else None
     c = code if type(code) is str and code else None
-    t = _norm_opt(display)
+    t = normalize(display) if type(display) is str and display else None
     if s is None and c is None and t is None:
         return
     ix.tokens.append((p, g, s, c, t))
@@ -421,6 +417,8 @@ def _period(ix: ResourceIndex, p: str, g: int, v: Any, probes: Sink) -> None:
         return
     lo = lo_r[0] if lo_r is not None else MIN
     hi = hi_r[1] if hi_r is not None else MAX
+    if lo > hi:  # an end before the start (invalid, per-1): keep low <= high
+        lo, hi = hi_r[0], lo_r[1]  # type: ignore[index]
     ix.dates.append((p, g, lo, hi))
     if probes is not None:
         if lo_r is not None:
@@ -462,13 +460,22 @@ def _ref_string(ix: ResourceIndex, p: str, g: int, ref: Any, probes: Sink, canon
         parsed_base = parse_reference(base)
         if parsed_base is not None:
             ix.refs.append((p, g, parsed_base[0], parsed_base[1], base))
-            if probes is not None:
+            if probes is not None and _searchable_url(base):
                 probes.append((p, _esc(base)))
         parsed = (parsed_base[0], parsed_base[1], ref) if parsed_base is not None else (None, None, ref)
     t, i, url = parsed
     ix.refs.append((p, g, t, i, url))
     if probes is not None:
-        probes.append((p, _esc(url) if url is not None else f"{t}/{_esc(i or '')}"))
+        if url is None:
+            probes.append((p, f"{t}/{_esc(i or '')}"))
+        elif _searchable_url(url):
+            probes.append((p, _esc(url)))
+
+
+def _searchable_url(url: str) -> bool:
+    """Whether a reference search value can name this url unambiguously: a bare
+    string (``library-helpers``) would be read as a resource id instead."""
+    return "://" in url or url.startswith("urn:")
 
 
 def _ref_reference(ix: ResourceIndex, p: str, g: int, node: Item, probes: Sink) -> None:
@@ -535,7 +542,13 @@ def _qty_quantity(ix: ResourceIndex, p: str, g: int, node: Item, probes: Sink) -
     f = _num(v.get("value"))
     if f is None:
         return
-    system, code, unit = _s(v.get("system")), _s(v.get("code")), _s(v.get("unit"))
+    system, code, unit = v.get("system"), v.get("code"), v.get("unit")
+    if type(system) is not str or not system:
+        system = None
+    if type(code) is not str or not code:
+        code = None
+    if type(unit) is not str or not unit:
+        unit = None
     ix.quantities.append((p, g, f, f, system, code, unit))
     if probes is not None:
         probes.append((p, _qty_probe(_num_text(v["value"]), system, code, unit)))
@@ -596,8 +609,6 @@ def _uri(ix: ResourceIndex, p: str, g: int, node: Item, probes: Sink) -> None:
     if probes is not None:
         probes.append((p, _esc(v)))
 
-
-_STRING_LIKE = ("string", "uri")  # code/id/markdown derive from string; url/canonical/oid/uuid from uri
 
 # param type -> {base FHIR type handled: emitter}; subtypes inherit (Age -> Quantity, code -> string)
 _HANDLERS: dict[str, dict[str, Any]] = {
@@ -692,7 +703,7 @@ def _handler(ptype: str, ntype: str) -> Any:
 
 
 def _emit(ix: ResourceIndex, ptype: str, p: str, g: int, nodes: list[Item], probes: Sink) -> None:
-    cache = _DISPATCH[ptype]
+    cache = _DISPATCH.setdefault(ptype, {})
     for node in nodes:
         h = cache.get(node[1], _NONE)
         if h is _NONE:
