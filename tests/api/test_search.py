@@ -620,3 +620,22 @@ def test_or_and_escaped_comma(api: Any) -> None:
     assert ids(api, q("Patient", ("family", "zzz,li\\,na"))) == {both}
     assert ids(api, q("Patient", ("family", "li,"))) == {both, li, two}  # an empty alternative is no wildcard
     assert ids(api, q("Patient", ("family", ",zzz"))) == set()
+
+
+def test_location_near(api: Any) -> None:
+    """``near`` (the R4 special parameter): Locations within a distance of a point."""
+
+    def loc(name: str, lat: float, lon: float) -> str:
+        return api.create({"resourceType": "Location", "name": name,
+                           "position": {"latitude": lat, "longitude": lon}})["id"]  # type: ignore[no-any-return]
+
+    centre = loc("中心", 30.6598, 104.0633)
+    near = loc("两公里", 30.6778, 104.0633)  # 0.018° north: about 2.0 km
+    far = loc("二十公里", 30.8398, 104.0633)  # about 20 km
+    api.create({"resourceType": "Location", "name": "无坐标"})
+    assert set(api.ids("Location?near=30.6598|104.0633|1|km")) == {centre}
+    assert set(api.ids("Location?near=30.6598|104.0633|2.5|km")) == {centre, near}
+    assert set(api.ids("Location?near=30.6598|104.0633|25000|m")) == {centre, near, far}
+    assert set(api.ids("Location?near=30.6598|104.0633")) == {centre}  # default 1 km
+    api.search("Location?near=abc|1", expect=400)
+    api.search("Location?near=30|104|1|parsec", expect=400)

@@ -24,8 +24,8 @@ def _resources() -> list[dict[str, Any]]:
         params = [
             {"name": code, "definition": p.url, "type": p.type}
             for code, p in sorted(defs.search_params_for(rtype).items())
-            if p.type in SUPPORTED_TYPES and (p.expression or p.type == "composite") and code != "_lastUpdated"
-            and code != "_id"
+            if (p.type in SUPPORTED_TYPES and (p.expression or p.type == "composite") and code != "_lastUpdated"
+                and code != "_id") or p.url == "http://hl7.org/fhir/SearchParameter/Location-near"
         ]
         params += [
             {"name": "_id", "type": "token"},

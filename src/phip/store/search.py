@@ -127,6 +127,8 @@ class _Build:
             return sa.or_(*[self._date_cond(v, r.c.last_updated, r.c.last_updated) for v in c.values])
         if c.kind in ("_text", "_content"):
             return sa.or_(*[self._fulltext(c.kind, unescape(v), r) for v in c.values])
+        if c.kind == "near":
+            return sa.or_(*[self._near(v, r) for v in c.values])
         if c.kind == "_has":
             return self._has(types, c, r)
         assert c.param is not None
@@ -429,6 +431,37 @@ class _Build:
             by_ident = sa.select(t.c.rid).where(_key(t, [_param(rt, c.code + ":identifier") for rt in types]))
             present = sa.or_(present, r.c.rid.in_(by_ident))
         return sa.not_(present) if missing else present
+
+    def _near(self, v: str, r: Any) -> ColumnElement[bool]:
+        """``near=lat|long[|distance[|units]]`` (https://hl7.org/fhir/R4/location.html#positional):
+        Locations whose ``position`` lies within ``distance`` (default 1 km) of the point.
+
+        Compares on an equirectangular projection around the point (exact enough for the
+        distances a region works with), so no trigonometry is needed in SQL.
+        """
+        parts = split_escaped(v, "|")
+        try:
+            lat, lon = float(parts[0]), float(parts[1])
+            dist = float(parts[2]) if len(parts) > 2 and parts[2] else 1.0
+        except (ValueError, IndexError):
+            raise bad_request(f"near takes latitude|longitude|distance|units, not {v!r}", expression="near") from None
+        units = parts[3] if len(parts) > 3 and parts[3] else "km"
+        per_km = {"km": 1.0, "m": 0.001, "[mi_i]": 1.609344, "mi": 1.609344}.get(units)
+        if per_km is None or not (-90 <= lat <= 90 and -180 <= lon <= 180) or dist < 0:
+            raise bad_request(f"near: bad point, distance or unit in {v!r} (units: km, m, [mi_i])", expression="near")
+        radius_deg = dist * per_km / 111.195  # km per degree of latitude on a 6371 km sphere
+        k = math.cos(math.radians(lat))
+        if self.dialect == "postgresql":
+            plat = sa.cast(sa.func.jsonb_extract_path_text(r.c.content, "position", "latitude"), sa.Float)
+            plon = sa.cast(sa.func.jsonb_extract_path_text(r.c.content, "position", "longitude"), sa.Float)
+        else:
+            plat = sa.func.json_extract(r.c.content, "$.position.latitude")
+            plon = sa.func.json_extract(r.c.content, "$.position.longitude")
+        dlat = plat - lat
+        dlon = (plon - lon) * k
+        box = sa.and_(plat.between(lat - radius_deg, lat + radius_deg),
+                      plon.between(lon - radius_deg / max(k, 1e-6), lon + radius_deg / max(k, 1e-6)))
+        return sa.and_(r.c.type == "Location", box, dlat * dlat + dlon * dlon <= radius_deg * radius_deg)
 
     def _fulltext(self, kind: str, v: str, r: Any) -> ColumnElement[bool]:
         """``_text``: the narrative; ``_content``: any string value of the resource (not its keys)."""

@@ -345,6 +345,10 @@ class Parser:
             where = resource_type or "a system-level search"
             self._unknown(req, f"Unknown search parameter {code!r} for {where}", name)
             return None
+        if p.type == "special" and p.url == "http://hl7.org/fhir/SearchParameter/Location-near":
+            if modifier_s is not None:
+                raise bad_request("near takes no modifier", expression=name)
+            return Criterion(code, "near", split_values(value, drop_empty=True), None, p)
         if p.type == "special" or (p.expression is None and p.type != "composite"):
             self._unknown(req, f"Search parameter {code!r} ({p.type}) is not supported by this server", name)
             return None
