@@ -72,14 +72,22 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
     }
     print(f"synth {args.persons:,} residents x {args.years} years, {s.workers} workers, {s.townships} townships")
-    print(f"  {wall:,.1f} s wall; {result['residents_per_s']:,} residents/s; "
-          f"{result['person_years_per_s']:,} person-years/s")
-    print(f"  {s.total_resources:,} resources ({result['resources_per_person_year']} per person-year), "
-          f"{result['resources_per_s']:,} resources/s, {s.bytes / 1e9:.2f} GB")
-    print(f"  projected 100,000 residents x 10 years: {projected:,.0f} s ({projected / 60:.1f} min), "
-          f"{result['projected_100k_10y_gb']} GB")
-    print(f"  peak RSS: main {rss_main:,.0f} MB, largest worker {rss_child:,.0f} MB; "
-          f"load average at start {load[0]:.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"  {wall:,.1f} s wall; {result['residents_per_s']:,} residents/s; "
+        f"{result['person_years_per_s']:,} person-years/s"
+    )
+    print(
+        f"  {s.total_resources:,} resources ({result['resources_per_person_year']} per person-year), "
+        f"{result['resources_per_s']:,} resources/s, {s.bytes / 1e9:.2f} GB"
+    )
+    print(
+        f"  projected 100,000 residents x 10 years: {projected:,.0f} s ({projected / 60:.1f} min), "
+        f"{result['projected_100k_10y_gb']} GB"
+    )
+    print(
+        f"  peak RSS: main {rss_main:,.0f} MB, largest worker {rss_child:,.0f} MB; "
+        f"load average at start {load[0]:.2f} on {os.cpu_count()} CPUs"
+    )
     OUT.mkdir(exist_ok=True)
     (OUT / "synth.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     if not args.keep:

@@ -64,7 +64,12 @@ class Loaded:
         self.rejected = rejected
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(
+    scope="module",
+    # each backend's tests stay on one xdist worker (./dev test uses --dist loadgroup): the load is built once
+    params=[pytest.param("sqlite", marks=pytest.mark.xdist_group("examples-sqlite")),
+            pytest.param("postgresql", marks=pytest.mark.xdist_group("examples-postgresql"))],
+)
 def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     files = _examples()
     dropdb: str | None = None

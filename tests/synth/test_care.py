@@ -97,7 +97,8 @@ def test_hypertension_diagnoses_in_records_match_the_truth(region: Region) -> No
             assert diagnosed[person] <= date.fromisoformat(cond["recordedDate"][:10])
             with_i10.add(person)
     in_run = {
-        p for p, d in diagnosed.items()
+        p
+        for p, d in diagnosed.items()
         if region.summary.start <= d <= END and region.people[p]["last_seen"] >= d.isoformat()
     }
     # local code lists hide some I10s behind local codes; most diagnosed residents are still visible
@@ -142,12 +143,14 @@ def test_immunization_coverage_and_timing(region: Region) -> None:
         dose = imm["protocolApplied"][0]["doseNumberPositiveInt"]
         given[person][(vaccine, dose)] = date.fromisoformat(imm["occurrenceDateTime"][:10])
     start = region.summary.start
-    born_in_run = [p for p in region.people.values() if p["birth_date"] >= start.isoformat()
-                   and p["first_seen"] == p["birth_date"]]  # born in the region, not arrived later
+    born_in_run = [
+        p for p in region.people.values() if p["birth_date"] >= start.isoformat() and p["first_seen"] == p["birth_date"]
+    ]  # born in the region, not arrived later
 
     def coverage(vaccine: str, dose: int, months: int) -> float:
         eligible = [
-            p for p in born_in_run
+            p
+            for p in born_in_run
             if add_months(date.fromisoformat(p["birth_date"]), months + 3) <= date.fromisoformat(p["last_seen"])
         ]
         assert len(eligible) > 15, (vaccine, len(eligible))
@@ -166,22 +169,24 @@ def test_immunization_coverage_and_timing(region: Region) -> None:
             assert doses[("DTaP", 2)] - doses[("DTaP", 1)] >= timedelta(days=28)
     delays = sorted(
         (d[("HepB", 2)] - add_months(date.fromisoformat(region.people[p]["birth_date"]), 1)).days
-        for p, d in given.items() if ("HepB", 2) in d
+        for p, d in given.items()
+        if ("HepB", 2) in d
     )
     assert 0 <= delays[len(delays) // 2] <= 14  # most doses are on time, some late
 
 
 def test_births_have_certificates_and_newborn_records(region: Region) -> None:
     start = region.summary.start.isoformat()
-    babies = {p["person_id"] for p in region.people.values() if p["birth_date"] >= start
-              and p["first_seen"] == p["birth_date"]}
+    babies = {
+        p["person_id"]
+        for p in region.people.values()
+        if p["birth_date"] >= start and p["first_seen"] == p["birth_date"]
+    }
     certs = [c for c in region.load("Composition").values() if c["type"]["coding"][0]["code"] == "EHR-SD-2"]
     certified = {region.person_of(c["subject"]["reference"]) for c in certs}
     assert certified <= babies
     assert len(certified) >= 0.9 * len(babies)
-    placeholder = [
-        p for p in region.load("Patient").values() if p["name"][0].get("use") == "temp"
-    ]
+    placeholder = [p for p in region.load("Patient").values() if p["name"][0].get("use") == "temp"]
     assert placeholder
     for p in placeholder:
         baby = region.people[region.person_of(f"Patient/{p['id']}")]
@@ -204,7 +209,8 @@ def test_deaths_have_certificates_and_registry_records(region: Region) -> None:
     assert {region.person_of(c["subject"]["reference"]) for c in certs} == set(died)
     registry_deaths = {
         region.person_of(f"Patient/{p['id']}"): p["deceasedDateTime"]
-        for p in region.load("Patient").values() if "deceasedDateTime" in p
+        for p in region.load("Patient").values()
+        if "deceasedDateTime" in p
     }
     assert registry_deaths == died
 

@@ -23,8 +23,21 @@ def _invoke(*args: str) -> object:
 
 def test_cli_writes_a_region_with_manifest_and_truth(tmp_path: Path) -> None:
     out = tmp_path / "r"
-    result = _invoke("--out", str(out), "--persons", "300", "--seed", "5", "--years", "1",
-                     "--end", "2022-06-30", "--no-progress", "--workers", "1")
+    result = _invoke(
+        "--out",
+        str(out),
+        "--persons",
+        "300",
+        "--seed",
+        "5",
+        "--years",
+        "1",
+        "--end",
+        "2022-06-30",
+        "--no-progress",
+        "--workers",
+        "1",
+    )
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert "300 residents" in result.output  # type: ignore[attr-defined]
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
@@ -38,8 +51,20 @@ def test_cli_writes_a_region_with_manifest_and_truth(tmp_path: Path) -> None:
 
 def test_cli_no_defects_and_rate_overrides(tmp_path: Path) -> None:
     out = tmp_path / "clean"
-    result = _invoke("--out", str(out), "--persons", "300", "--seed", "5", "--years", "1", "--no-defects",
-                     "--no-progress", "--workers", "1")
+    result = _invoke(
+        "--out",
+        str(out),
+        "--persons",
+        "300",
+        "--seed",
+        "5",
+        "--years",
+        "1",
+        "--no-defects",
+        "--no-progress",
+        "--workers",
+        "1",
+    )
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     with open(out / "truth" / "quality_defects.csv", encoding="utf-8") as f:
         kinds = {r["defect"] for r in csv.DictReader(f)}
@@ -50,8 +75,21 @@ def test_cli_no_defects_and_rate_overrides(tmp_path: Path) -> None:
     rates = tmp_path / "rates.json"
     rates.write_text(json.dumps({"late_upload": 0.5, "local_codes": 0}), encoding="utf-8")
     out2 = tmp_path / "half-late"
-    result = _invoke("--out", str(out2), "--persons", "300", "--seed", "5", "--years", "1",
-                     "--defect-rates", str(rates), "--no-progress", "--workers", "1")
+    result = _invoke(
+        "--out",
+        str(out2),
+        "--persons",
+        "300",
+        "--seed",
+        "5",
+        "--years",
+        "1",
+        "--defect-rates",
+        str(rates),
+        "--no-progress",
+        "--workers",
+        "1",
+    )
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     manifest = json.loads((out2 / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["parameters"]["defects"]["late_upload"] == 0.5

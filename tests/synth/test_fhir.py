@@ -63,9 +63,25 @@ def test_a_sample_of_every_type_validates_without_errors(region: Region) -> None
                 assert not problems, (f, res["id"], problems[:3])
                 checked[res["resourceType"]] += 1
     expected = {
-        "Organization", "Location", "Practitioner", "PractitionerRole", "Patient", "RelatedPerson", "Group",
-        "Encounter", "Condition", "Observation", "DiagnosticReport", "MedicationRequest", "Procedure",
-        "Immunization", "Composition", "ServiceRequest", "Coverage", "Claim", "ClaimResponse",
+        "Organization",
+        "Location",
+        "Practitioner",
+        "PractitionerRole",
+        "Patient",
+        "RelatedPerson",
+        "Group",
+        "Encounter",
+        "Condition",
+        "Observation",
+        "DiagnosticReport",
+        "MedicationRequest",
+        "Procedure",
+        "Immunization",
+        "Composition",
+        "ServiceRequest",
+        "Coverage",
+        "Claim",
+        "ClaimResponse",
     }
     assert expected <= set(checked), expected - set(checked)
 

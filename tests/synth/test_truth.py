@@ -62,8 +62,17 @@ def test_each_defect_row_describes_the_record(region: Region) -> None:
     patients = region.load("Patient")
     rows = region.truth("quality_defects")
     kinds = Counter(r["defect"] for r in rows)
-    for kind in (dq.HOMOPHONE, dq.TRADITIONAL, dq.ID_MISSING, dq.ID_MISTYPED, dq.NEWBORN_MOTHER_ID, dq.MISSING,
-                 dq.OUTDATED_PHONE, dq.OUTDATED_ADDRESS, dq.LATE_UPLOAD):
+    for kind in (
+        dq.HOMOPHONE,
+        dq.TRADITIONAL,
+        dq.ID_MISSING,
+        dq.ID_MISTYPED,
+        dq.NEWBORN_MOTHER_ID,
+        dq.MISSING,
+        dq.OUTDATED_PHONE,
+        dq.OUTDATED_ADDRESS,
+        dq.LATE_UPLOAD,
+    ):
         assert kinds[kind] > 0, kind
     id_system = "urn:oid:2.16.156.10011.1.3"
     for r in rows:
@@ -108,8 +117,11 @@ def test_clean_patient_records_match_the_person(region: Region) -> None:
 
 
 def test_late_uploads_are_late_and_others_are_not(region: Region) -> None:
-    late = {r["resource_id"] for r in region.truth("quality_defects")
-            if r["defect"] == dq.LATE_UPLOAD and r["resource_type"] == "Encounter"}
+    late = {
+        r["resource_id"]
+        for r in region.truth("quality_defects")
+        if r["defect"] == dq.LATE_UPLOAD and r["resource_type"] == "Encounter"
+    }
     assert late
     for _org, enc in region.iter("Encounter"):
         start = datetime.fromisoformat(enc["period"]["start"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from functools import cache, lru_cache
 from random import Random
+from typing import Any
 
 from phip.synth import build as b
 from phip.synth import chronic, immunization, infectious, insurance, maternal
@@ -61,7 +62,7 @@ def make_ctx(plan: object, em: object, p: Person) -> ev.Ctx:
 
 
 @cache
-def _acute_table() -> tuple[list[dict], list[list[list[tuple[float, ...]]]]]:  # type: ignore[type-arg]
+def _acute_table() -> tuple[list[dict[str, Any]], list[list[list[tuple[float, ...]]]]]:
     """The acute diagnoses and, per sex, age band and season, their cumulative weights."""
     rows = table("clinical")["acute"]
     weights = [[[[0.0] * len(rows) for _ in range(4)] for _ in range(5)] for _ in range(2)]
@@ -75,7 +76,7 @@ def _acute_table() -> tuple[list[dict], list[list[list[tuple[float, ...]]]]]:  #
                 for se in range(4):
                     weights[si][bi][se][j] = r["ages"][bi] * r["seasons"][se] * sf
     cums = [[[cumulative(w) for w in per_band] for per_band in per_sex] for per_sex in weights]
-    return rows, cums  # type: ignore[return-value]
+    return rows, cums
 
 
 def _slices(span: ev.Span) -> tuple[tuple[date, date], ...]:
@@ -112,13 +113,14 @@ def _acute(ctx: ev.Ctx, span: ev.Span) -> None:
             _visit(ctx, row, day)
 
 
-def _visit(ctx: ev.Ctx, row: dict, day: date) -> None:  # type: ignore[type-arg]
+def _visit(ctx: ev.Ctx, row: dict[str, Any], day: date) -> None:
     rng = ctx.rng
     acc = ctx.access(day)
     inst = ev.pick_tier(rng, row["levels"], acc)
     cls = "EMER" if inst.tier != "village" and inst.tier != "primary" and rng.random() < 0.08 else "AMB"
-    enc = ev.encounter(ctx, inst, day, ctx.minute(7 * 60, 21 * 60), "emergency" if cls == "EMER" else "outpatient",
-                       row["dept"], cls)
+    enc = ev.encounter(
+        ctx, inst, day, ctx.minute(7 * 60, 21 * 60), "emergency" if cls == "EMER" else "outpatient", row["dept"], cls
+    )
     ev.condition(ctx, enc, row["code"])
     if row["temp"] and rng.random() < row["temp"]:
         fever = rng.random() < 0.7
@@ -171,15 +173,12 @@ def _inpatient(ctx: ev.Ctx, span: ev.Span) -> None:
             stay(ctx, row, day)
 
 
-def stay(ctx: ev.Ctx, row: dict, day: date, died: bool = False) -> date | None:  # type: ignore[type-arg]
+def stay(ctx: ev.Ctx, row: dict[str, Any], day: date) -> date | None:
     """One inpatient stay from ``day``; returns the discharge day (None if it would leave the run)."""
     rng = ctx.rng
     p = ctx.p
     los = max(1, round(rng.lognormvariate(0, 0.4) * row["los"]))
     out = day + timedelta(days=los)
-    if died:
-        out = p.death or out
-        day = min(day, out)
     if out > p.last or out > ctx.plan.end:
         return None
     acc = ctx.access(day)
@@ -191,8 +190,9 @@ def stay(ctx: ev.Ctx, row: dict, day: date, died: bool = False) -> date | None: 
     if not inst.depts.get(dept) or not inst.depts[dept].beds:
         beds = [d.code for d in inst.depts.values() if d.beds]
         dept = beds[0] if beds else dept
-    enc = ev.encounter(ctx, inst, day, ctx.minute(0, 23 * 60), "inpatient", dept, "IMP",
-                       end=(out, ctx.minute(8 * 60, 17 * 60)))
+    enc = ev.encounter(
+        ctx, inst, day, ctx.minute(0, 23 * 60), "inpatient", dept, "IMP", end=(out, ctx.minute(8 * 60, 17 * 60))
+    )
     ev.condition(ctx, enc, row["code"])
     for key, cond in ctx.conditions.items():
         if cond.diagnosed is not None and cond.diagnosed <= day and key in ("hypertension", "diabetes"):
@@ -208,9 +208,9 @@ def stay(ctx: ev.Ctx, row: dict, day: date, died: bool = False) -> date | None: 
         ev.procedure(ctx, enc, proc[0], proc[1], day + timedelta(days=min(los - 1, 1)), ctx.minute(8 * 60, 18 * 60))
     for d in row["drugs"]:
         ev.prescribe(ctx, enc, d, los)
-    ev.finish(ctx, enc, discharge="exp" if died else "home")
+    ev.finish(ctx, enc, discharge="home")
     insurance.claim(ctx, enc, "inpatient", row["code"], days=los)
-    if not died and inst.tier in ("prefecture", "province") and rng.random() < 0.25:
+    if inst.tier in ("prefecture", "province") and rng.random() < 0.25:
         _refer_down(ctx, inst, out, row["code"])
     return out
 
@@ -305,9 +305,20 @@ def _death(ctx: ev.Ctx) -> None:
     ctx.em.begin(issued, 10 * 60, rng)
     place = "医院" if in_hospital else "家中"
     ev.document(
-        ctx, inst, enc.patient, DEATH_CERT, b.dt(issued, 10 * 60),
-        [("死亡原因", [cond], f"根本死因：{display}（{code}）；死亡地点：{place}；死者：{p.name.text}，"
-                         f"身份证件号码：{p.id_number}")],
-        encounter_ref=enc.ref, author=enc.doctor, identifier=("death-certificate", ctx.em.rid()[1:].replace("-", "")),
+        ctx,
+        inst,
+        enc.patient,
+        DEATH_CERT,
+        b.dt(issued, 10 * 60),
+        [
+            (
+                "死亡原因",
+                [cond],
+                f"根本死因：{display}（{code}）；死亡地点：{place}；死者：{p.name.text}，身份证件号码：{p.id_number}",
+            )
+        ],
+        encounter_ref=enc.ref,
+        author=enc.doctor,
+        identifier=("death-certificate", ctx.em.rid()[1:].replace("-", "")),
         event=(b.dt(day, minute), b.dt(day, minute)),
     )

@@ -110,8 +110,14 @@ def simulate(ctx: ev.Ctx) -> None:
     rng = ctx.rng
     cfg = table("clinical")
     for key, cond in ctx.conditions.items():
-        ctx.em.truth.row("conditions", p.pid, key, cond.code, cond.onset.isoformat(),
-                         cond.diagnosed.isoformat() if cond.diagnosed else "")
+        ctx.em.truth.row(
+            "conditions",
+            p.pid,
+            key,
+            cond.code,
+            cond.onset.isoformat(),
+            cond.diagnosed.isoformat() if cond.diagnosed else "",
+        )
     for key, cond in ctx.conditions.items():
         if cond.diagnosed is None or cond.diagnosed > p.last:
             continue

@@ -52,8 +52,17 @@ def synth(
     if force:
         clear(out)
     try:
-        s = run(out, persons, seed, province=province, years=years, end=_parse_date(end), progress=progress,
-                defects=rates, workers=workers)
+        s = run(
+            out,
+            persons,
+            seed,
+            province=province,
+            years=years,
+            end=_parse_date(end),
+            progress=progress,
+            defects=rates,
+            workers=workers,
+        )
     except (FileExistsError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e

@@ -161,6 +161,8 @@ def run(
     shards.mkdir()
     truth.write_headers(out)
     results: list[ChunkResult] = [_static(plan, shards / "000")]
+    writer.merge([shards / "000"], out)
+    merger = _Merger(shards, out)
     bar = _Progress(progress, persons, n_chunks)
     with bar:
         if workers == 1:
@@ -168,6 +170,7 @@ def run(
                 r = run_chunk(plan, c, shards)
                 results.append(r)
                 bar.advance(r.residents)
+                merger.done(c)
         else:
             with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(plan,)) as pool:
                 futures = [pool.submit(_worker, c, str(shards)) for c in range(n_chunks)]
@@ -175,8 +178,9 @@ def run(
                     r = fut.result()
                     results.append(r)
                     bar.advance(r.residents)
+                    merger.done(r.chunk)
         bar.merging()
-        writer.merge([shards / f"{i:03d}" for i in range(n_chunks + 1)], out)
+        merger.finish(n_chunks)
         shards.rmdir()
     results.sort(key=lambda r: r.chunk)
     cases: Counter[str] = Counter()
@@ -186,8 +190,20 @@ def run(
     for ob in plan.outbreaks:
         n_weeks = ((ob.end - ob.start).days + 1) // 7
         weeks = ";".join(_iso_week(ob.start + timedelta(days=7 * i)) for i in range(n_weeks))
-        tw.row("outbreaks", ob.oid, ob.county, ob.disease, _icd(ob.disease), ob.start.isoformat(), ob.end.isoformat(),
-               weeks, ob.age_from, ob.age_to, ob.expected, cases[ob.oid])
+        tw.row(
+            "outbreaks",
+            ob.oid,
+            ob.county,
+            ob.disease,
+            _icd(ob.disease),
+            ob.start.isoformat(),
+            ob.end.isoformat(),
+            weeks,
+            ob.age_from,
+            ob.age_to,
+            ob.expected,
+            cases[ob.oid],
+        )
     tw.close()
     files: Counter[tuple[str, str]] = Counter()
     for r in results:
@@ -196,17 +212,49 @@ def run(
     for (_org, rtype), n in files.items():
         by_type[rtype] += n
     summary = Summary(
-        out=out, seed=seed, province=plan.geo.province.code, start=plan.start, end=plan.end,
-        residents=sum(r.residents for r in results), people=sum(r.people for r in results),
-        births=sum(r.births for r in results), deaths=sum(r.deaths for r in results),
-        moved_out=sum(r.moved_out for r in results), in_migrants=sum(r.in_migrants for r in results),
-        institutions=len(plan.registry.by_id), practitioners=len(plan.registry.staff),
-        counties=len(plan.geo.counties), townships=n_chunks, resources=dict(sorted(by_type.items())),
-        bytes=sum(r.bytes for r in results), seconds=0.0, workers=workers,
+        out=out,
+        seed=seed,
+        province=plan.geo.province.code,
+        start=plan.start,
+        end=plan.end,
+        residents=sum(r.residents for r in results),
+        people=sum(r.people for r in results),
+        births=sum(r.births for r in results),
+        deaths=sum(r.deaths for r in results),
+        moved_out=sum(r.moved_out for r in results),
+        in_migrants=sum(r.in_migrants for r in results),
+        institutions=len(plan.registry.by_id),
+        practitioners=len(plan.registry.staff),
+        counties=len(plan.geo.counties),
+        townships=n_chunks,
+        resources=dict(sorted(by_type.items())),
+        bytes=sum(r.bytes for r in results),
+        seconds=0.0,
+        workers=workers,
     )
     _manifest(out, plan, summary, files)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+class _Merger:
+    """Merges township shards into the output in township order, as soon as each can go."""
+
+    def __init__(self, shards: Path, out: Path) -> None:
+        self.shards, self.out = shards, out
+        self.next = 0
+        self.ready: set[int] = set()
+
+    def done(self, chunk: int) -> None:
+        self.ready.add(chunk)
+        while self.next in self.ready:
+            writer.merge([self.shards / f"{self.next + 1:03d}"], self.out)
+            self.ready.discard(self.next)
+            self.next += 1
+
+    def finish(self, n_chunks: int) -> None:
+        if self.next != n_chunks:
+            raise RuntimeError(f"townships {self.next}..{n_chunks - 1} were not merged")
 
 
 def _iso_week(d: date) -> str:
@@ -229,22 +277,47 @@ def _manifest(out: Path, plan: Plan, s: Summary, files: Counter[tuple[str, str]]
         "format": 1,
         "fhirVersion": "4.0.1",
         "parameters": {
-            "persons": plan.persons, "seed": plan.seed, "province": s.province, "start": s.start.isoformat(),
-            "end": s.end.isoformat(), "defects": plan.rates.to_dict(),
+            "persons": plan.persons,
+            "seed": plan.seed,
+            "province": s.province,
+            "start": s.start.isoformat(),
+            "end": s.end.isoformat(),
+            "defects": plan.rates.to_dict(),
         },
         "counts": {
-            "residents": s.residents, "people": s.people, "births": s.births, "deaths": s.deaths,
-            "moved_out": s.moved_out, "in_migrants": s.in_migrants, "institutions": s.institutions,
-            "practitioners": s.practitioners, "resources": s.total_resources,
+            "residents": s.residents,
+            "people": s.people,
+            "births": s.births,
+            "deaths": s.deaths,
+            "moved_out": s.moved_out,
+            "in_migrants": s.in_migrants,
+            "institutions": s.institutions,
+            "practitioners": s.practitioners,
+            "resources": s.total_resources,
         },
         "counties": [
-            {"code": c.code, "name": c.address_prefix, "urban": c.urban, "residents": c.population,
-             "townships": [{"code": t.code, "name": t.name, "residents": t.population} for t in c.towns]}
+            {
+                "code": c.code,
+                "name": c.address_prefix,
+                "urban": c.urban,
+                "residents": c.population,
+                "townships": [{"code": t.code, "name": t.name, "residents": t.population} for t in c.towns],
+            }
             for c in plan.geo.counties
         ],
         "institutions": [
-            {"id": i.id, "name": i.name, "kind": i.kind, "tier": i.tier, "county": i.county, "level": i.level,
-             "grade": i.grade, "beds": i.beds, "local_codes": sorted(i.local_codes), "resources": per_org.get(i.id, {})}
+            {
+                "id": i.id,
+                "name": i.name,
+                "kind": i.kind,
+                "tier": i.tier,
+                "county": i.county,
+                "level": i.level,
+                "grade": i.grade,
+                "beds": i.beds,
+                "local_codes": sorted(i.local_codes),
+                "resources": per_org.get(i.id, {}),
+            }
             for i in plan.registry.by_id.values()
         ],
         "resources": s.resources,
@@ -265,8 +338,7 @@ class _Progress:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TimeElapsedColumn())
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             self._p.start()
             self._task = self._p.add_task(f"synth: {self.chunks} townships", total=self.total)
         return self

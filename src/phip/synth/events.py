@@ -130,6 +130,7 @@ class Enc:
     doctor: b.Json | None
     ref: b.Json  # Reference to this encounter (shared by its resources)
     when: str  # its start as a dateTime
+    end_day: date  # the day it ended
     diagnoses: list[b.Json] = field(default_factory=list)
 
 
@@ -172,8 +173,16 @@ def encounter(
 
 
 def _encounter(
-    ctx: Ctx, inst: Institution, day: date, minute: int, etype: str, dept_code: str, cls: str,
-    end: tuple[date, int] | None, based_on: b.Json | None, patient: b.Json,
+    ctx: Ctx,
+    inst: Institution,
+    day: date,
+    minute: int,
+    etype: str,
+    dept_code: str,
+    cls: str,
+    end: tuple[date, int] | None,
+    based_on: b.Json | None,
+    patient: b.Json,
 ) -> Enc:
     rng = ctx.rng
     dept = inst.dept(dept_code, child=ctx.p.age_on(day) < 14)
@@ -203,7 +212,7 @@ def _encounter(
     if cls == "IMP" and dept is not None:
         res["location"] = [{"location": ref("Location", dept.location)}]
     res["serviceProvider"] = ref("Organization", inst.id)
-    return Enc(res, inst, day, minute, patient, doc_ref, {"reference": f"Encounter/{rid}"}, start)
+    return Enc(res, inst, day, minute, patient, doc_ref, {"reference": f"Encounter/{rid}"}, start, end[0])
 
 
 def newborn_encounter(ctx: Ctx, inst: Institution, day: date, minute: int, end: tuple[date, int]) -> Enc:
@@ -248,7 +257,11 @@ def condition(
 
 
 def observation(
-    ctx: Ctx, enc: Enc, key: str, value: float | None = None, components: list[tuple[str, float]] | None = None,
+    ctx: Ctx,
+    enc: Enc,
+    key: str,
+    value: float | None = None,
+    components: list[tuple[str, float]] | None = None,
     when: str | None = None,
 ) -> b.Json:
     category, unit = _obs_meta(key)
@@ -317,14 +330,16 @@ def panel(ctx: Ctx, enc: Enc, key: str, values: dict[str, float]) -> b.Json:
         res["code"] = b.concept(b.coding(b.org_codes(enc.inst.id, "lab"), key.upper(), name), text=name)
     else:
         res["code"] = b.concept(b.coding(b.LOINC, code, display), text=name)
-    res.update({
-        "subject": enc.patient,
-        "encounter": enc.ref,
-        "effectiveDateTime": taken,
-        "issued": b.instant(b.at(issued_day, 17 * 60 if issued_day > enc.day else min(enc.minute + 120, 23 * 60))),
-        "performer": [{"reference": f"Organization/{enc.inst.id}"}],
-        "result": results,
-    })
+    res.update(
+        {
+            "subject": enc.patient,
+            "encounter": enc.ref,
+            "effectiveDateTime": taken,
+            "issued": b.instant(b.at(issued_day, 17 * 60 if issued_day > enc.day else min(enc.minute + 120, 23 * 60))),
+            "performer": [{"reference": f"Organization/{enc.inst.id}"}],
+            "result": results,
+        }
+    )
     return ctx.em.put(enc.inst.id, res, ctx.rng)
 
 
@@ -394,7 +409,9 @@ def document(
     doc: tuple[str, str],
     when: str,
     sections: list[tuple[str, list[b.Json], str]],
-    encounter_ref: b.Json | None = None, author: b.Json | None = None, identifier: tuple[str, str] | None = None,
+    encounter_ref: b.Json | None = None,
+    author: b.Json | None = None,
+    identifier: tuple[str, str] | None = None,
     event: tuple[str, str] | None = None,
 ) -> b.Json:
     """A Composition for a WS/T 483 shared document (birth/death certificate, report card).
@@ -404,11 +421,13 @@ def document(
     res: b.Json = {"resourceType": "Composition", "id": ctx.em.rid()}
     if identifier is not None:
         res["identifier"] = {"system": b.org_system(inst.id, identifier[0]), "value": identifier[1]}
-    res.update({
-        "status": "final",
-        "type": b.concept(b.coding(b.CS_DOCUMENT, doc[0], doc[1]), text=doc[1]),
-        "subject": subject,
-    })
+    res.update(
+        {
+            "status": "final",
+            "type": b.concept(b.coding(b.CS_DOCUMENT, doc[0], doc[1]), text=doc[1]),
+            "subject": subject,
+        }
+    )
     if encounter_ref is not None:
         res["encounter"] = encounter_ref
     res["date"] = when
@@ -447,8 +466,15 @@ def child_size(ctx: Ctx, day: date) -> tuple[float, float, float]:
     else:
         h = 87 + 6.3 * (m - 24) / 12
     h += z * (1.5 + m / 24)
-    w = (3.3 + 0.75 * m if m < 6 else 7.8 + 0.4 * (m - 6) if m < 12 else 10.2 + 0.2 * (m - 12) if m < 36 else 14.7
-         + 0.17 * (m - 36)) * (1.03 if male else 1.0)
+    w = (
+        3.3 + 0.75 * m
+        if m < 6
+        else 7.8 + 0.4 * (m - 6)
+        if m < 12
+        else 10.2 + 0.2 * (m - 12)
+        if m < 36
+        else 14.7 + 0.17 * (m - 36)
+    ) * (1.03 if male else 1.0)
     w *= 1 + (ctx.traits.bmi - 23.6) / 60
     hc = 34.5 + 11 * (min(m, 36) / 36) ** 0.45
     rng = ctx.rng

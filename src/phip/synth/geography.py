@@ -56,10 +56,10 @@ class County:
     ethnic: tuple[tuple[str, float], ...]  # (GB 3304 code, cumulative share 0..1)
     towns: list[Town] = field(default_factory=list)
 
-    @property
-    def address_prefix(self) -> str:
-        """Province + prefecture + county as written in an address."""
-        return regions.full_name(self.code)
+    address_prefix: str = ""  # province + prefecture + county as written in an address
+
+    def __post_init__(self) -> None:
+        self.address_prefix = regions.full_name(self.code)
 
 
 @dataclass(slots=True)

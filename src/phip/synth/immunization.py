@@ -12,23 +12,28 @@ given before the run or before the child arrived in the region are not recorded.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 from phip.synth import build as b
 from phip.synth import events as ev
 from phip.synth.rand import ri
 from phip.synth.tables import table
 
-ROUTES = {"IM": ("IM", "Injection, intramuscular"), "SC": ("SQ", "Injection, subcutaneous"),
-          "ID": ("IDINJ", "Injection, intradermal"), "PO": ("PO", "Swallow, oral")}
+ROUTES = {
+    "IM": ("IM", "Injection, intramuscular"),
+    "SC": ("SQ", "Injection, subcutaneous"),
+    "ID": ("IDINJ", "Injection, intradermal"),
+    "PO": ("PO", "Swallow, oral"),
+}
 SITES = {"LA": "left arm", "RA": "right arm", "RT": "right thigh", "LT": "left thigh"}
 ADMIN = b.concept(b.coding(b.IMM_FUNCTION, "AP", "Administering Provider"))
 
 
-def edition(birth: date) -> dict:  # type: ignore[type-arg]
+def edition(birth: date) -> dict[str, Any]:
     for ed in table("immunization")["editions"]:
         cutoff = ed["born_before"]
         if cutoff is None or birth < date.fromisoformat(cutoff):
-            return ed  # type: ignore[no-any-return]
+            return ed
     raise ValueError("no schedule edition applies")
 
 
@@ -127,9 +132,11 @@ def _give(ctx: ev.Ctx, vaccine: str, dose: int, day: date, edition_name: str) ->
         nurse = rng.choice(dept.doctors)
     if nurse:
         res["performer"] = [{"function": ADMIN, "actor": {"reference": f"Practitioner/{nurse}"}}]
-    res["protocolApplied"] = [{
-        "series": f"国家免疫规划疫苗儿童免疫程序({edition_name}年版)",
-        "targetDisease": [{"text": spec["disease"]}],
-        "doseNumberPositiveInt": dose,
-    }]
+    res["protocolApplied"] = [
+        {
+            "series": f"国家免疫规划疫苗儿童免疫程序({edition_name}年版)",
+            "targetDisease": [{"text": spec["disease"]}],
+            "doseNumberPositiveInt": dose,
+        }
+    ]
     ctx.em.put(inst.id, res, rng)

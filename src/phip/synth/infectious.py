@@ -21,7 +21,7 @@ from datetime import date, timedelta
 from functools import cache
 from itertools import accumulate
 from random import Random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from phip.synth import build as b
 from phip.synth import events as ev
@@ -97,7 +97,7 @@ def _rates() -> tuple[tuple[str, ...], tuple[tuple[float, ...], ...]]:
     return keys, tuple(tuple(r) for r in per_band)
 
 
-def _factor(d: dict, sex: str, county: str) -> float:  # type: ignore[type-arg]
+def _factor(d: dict[str, Any], sex: str, county: str) -> float:
     f = 1.0
     m = d.get("male")
     if m:
@@ -231,14 +231,23 @@ def _case(ctx: ev.Ctx, key: str, day: date, outbreak: str | None) -> None:
     report_minute = (minute + delay) % 1440
     ctx.em.begin(report_day, report_minute, rng)
     onset = day - timedelta(days=ri(rng, 0, 3))
-    text = (f"疾病名称：{d['name']}（{d['class']}类）；发病日期：{onset.isoformat()}；"
-            f"诊断日期：{day.isoformat()}；病例分类：确诊病例")
-    ev.document(ctx, inst, enc.patient, REPORT_CARD, b.dt(report_day, report_minute),
-                [("诊断", [cond], text)], encounter_ref=enc.ref, author=enc.doctor,
-                identifier=("report-card", ctx.em.rid()[1:].replace("-", "")))
+    text = (
+        f"疾病名称：{d['name']}（{d['class']}类）；发病日期：{onset.isoformat()}；"
+        f"诊断日期：{day.isoformat()}；病例分类：确诊病例"
+    )
+    ev.document(
+        ctx,
+        inst,
+        enc.patient,
+        REPORT_CARD,
+        b.dt(report_day, report_minute),
+        [("诊断", [cond], text)],
+        encounter_ref=enc.ref,
+        author=enc.doctor,
+        identifier=("report-card", ctx.em.rid()[1:].replace("-", "")),
+    )
     insurance.claim(ctx, enc, "outpatient", d["icd10"])
     county = ctx.p.household.residence_on(day).county.code
     ctx.em.truth.row("infections", ctx.p.pid, key, d["icd10"], day.isoformat(), county, inst.id, outbreak or "")
     if outbreak:
         ctx.em.outbreak_cases[outbreak] += 1
-

@@ -148,17 +148,23 @@ def _title(rng: Random, role: str) -> tuple[str, str]:
     rows = table("institutions")["titles"][role]
     name = rng.choices([r[0] for r in rows], [r[1] for r in rows])[0]
     codes = {
-        "主任医师": "231", "副主任医师": "232", "主治医师": "233", "医师": "234", "医士": "235",
-        "主任护师": "251", "副主任护师": "252", "主管护师": "253", "护师": "254", "护士": "255",
+        "主任医师": "231",
+        "副主任医师": "232",
+        "主治医师": "233",
+        "医师": "234",
+        "医士": "235",
+        "主任护师": "251",
+        "副主任护师": "252",
+        "主管护师": "253",
+        "护师": "254",
+        "护士": "255",
         "乡村医生": "239",
     }
     return codes[name], name
 
 
 class _Builder:
-    def __init__(
-        self, geo: Geography, rng: Random, start: date, local_code_share: float, staff_slot: int, slots: int
-    ):
+    def __init__(self, geo: Geography, rng: Random, start: date, local_code_share: float, staff_slot: int, slots: int):
         self.geo = geo
         self.start = start
         self.mixes = {c.code: c.ethnic for c in geo.counties}
@@ -258,9 +264,7 @@ class _Builder:
             licence = f"{birth.year + 21}{inst.county[:2]}{rng.randint(0, 999_999):06d}"
         else:
             licence = f"{inst.county}{rng.randint(0, 999_999):06d}"
-        self.reg.staff.append(
-            Staffer(pid, inst.id, role, name, sex, birth, idno, licence, _title(rng, role))
-        )
+        self.reg.staff.append(Staffer(pid, inst.id, role, name, sex, birth, idno, licence, _title(rng, role)))
         return pid
 
 
@@ -283,8 +287,15 @@ def plan_institutions(
     if geo.capital != prov.code:
         seat = geo.seats[geo.capital]
         province_hosp = bld.make(
-            f"{prov.code}-{TAGS['general']}", "general", prov.name, "province", seat,
-            _org_address(seat, rng), total, "3", "甲",
+            f"{prov.code}-{TAGS['general']}",
+            "general",
+            prov.name,
+            "province",
+            seat,
+            _org_address(seat, rng),
+            total,
+            "3",
+            "甲",
         )
     pref_insts: dict[str, dict[str, Institution]] = {}
     for pref, counties in by_pref.items():
@@ -294,30 +305,55 @@ def plan_institutions(
         d: dict[str, Institution] = {}
         for kind, level, grade in table("institutions")["levels"]["prefecture"]:
             d[kind] = bld.make(
-                f"{pref}-{TAGS[kind]}", kind, pname, "prefecture", seat, _org_address(seat, rng), served,
-                level, grade,
+                f"{pref}-{TAGS[kind]}",
+                kind,
+                pname,
+                "prefecture",
+                seat,
+                _org_address(seat, rng),
+                served,
+                level,
+                grade,
             )
         pref_insts[pref] = d
     for c in geo.counties:
         d = {}
         for kind, level, grade in table("institutions")["levels"]["county"]:
             d[kind] = bld.make(
-                f"{c.code}-{TAGS[kind]}", kind, c.name, "county", c.code, _org_address(c.code, rng),
-                c.population, level, grade,
+                f"{c.code}-{TAGS[kind]}",
+                kind,
+                c.name,
+                "county",
+                c.code,
+                _org_address(c.code, rng),
+                c.population,
+                level,
+                grade,
             )
         for town in c.towns:
             kind = "community" if c.urban else "township"
             centre = bld.make(
-                f"{town.code}-{TAGS[kind]}", kind, town.name, "primary", c.code,
-                f"{c.address_prefix}{town.name}", town.population, "1",
+                f"{town.code}-{TAGS[kind]}",
+                kind,
+                town.name,
+                "primary",
+                c.code,
+                f"{c.address_prefix}{town.name}",
+                town.population,
+                "1",
             )
             town.centre = centre.id
             for v in town.villages:
                 clinic = None
                 if not c.urban:
                     clinic = bld.make(
-                        f"{v.code}-{TAGS['village']}", "village", v.name, "village", c.code,
-                        f"{c.address_prefix}{town.name}{v.name}", max(1, town.population // len(town.villages)),
+                        f"{v.code}-{TAGS['village']}",
+                        "village",
+                        v.name,
+                        "village",
+                        c.code,
+                        f"{c.address_prefix}{town.name}{v.name}",
+                        max(1, town.population // len(town.villages)),
                         parent=centre.id,
                     )
                     v.clinic = clinic.id
@@ -376,8 +412,14 @@ def resources(reg: Registry, start: date) -> list[tuple[str, b.Json]]:
             "active": True,
             "type": org_type(inst),
             "name": inst.name,
-            "address": [{"use": "work", "text": inst.address, "country": "CN",
-                         "extension": [{"url": b.EXT_DIVISION, "valueCode": inst.county}]}],
+            "address": [
+                {
+                    "use": "work",
+                    "text": inst.address,
+                    "country": "CN",
+                    "extension": [{"url": b.EXT_DIVISION, "valueCode": inst.county}],
+                }
+            ],
         }
         if inst.beds:
             org["extension"] = [{"url": b.EXT_BEDS, "valueInteger": inst.beds}]
@@ -385,17 +427,22 @@ def resources(reg: Registry, start: date) -> list[tuple[str, b.Json]]:
             org["partOf"] = b.ref("Organization", inst.parent)
         out.append((inst.id, org))
         site = f"{inst.id}-site"
-        out.append((inst.id, {
-            "resourceType": "Location",
-            "id": site,
-            "meta": meta,
-            "status": "active",
-            "name": inst.name,
-            "mode": "instance",
-            "physicalType": b.concept(b.coding(b.LOC_TYPE, "bu", "Building")),
-            "address": {"text": inst.address, "country": "CN"},
-            "managingOrganization": b.ref("Organization", inst.id),
-        }))
+        out.append(
+            (
+                inst.id,
+                {
+                    "resourceType": "Location",
+                    "id": site,
+                    "meta": meta,
+                    "status": "active",
+                    "name": inst.name,
+                    "mode": "instance",
+                    "physicalType": b.concept(b.coding(b.LOC_TYPE, "bu", "Building")),
+                    "address": {"text": inst.address, "country": "CN"},
+                    "managingOrganization": b.ref("Organization", inst.id),
+                },
+            )
+        )
         n_role = 0
         for dept in inst.depts.values():
             loc: b.Json = {
@@ -422,17 +469,22 @@ def resources(reg: Registry, start: date) -> list[tuple[str, b.Json]]:
                 out.append((inst.id, _practitioner(s, meta)))
                 n_role += 1
                 role_code = {"doctor": "doctor", "nurse": "nurse", "village": "doctor"}[s.role]
-                out.append((inst.id, {
-                    "resourceType": "PractitionerRole",
-                    "id": f"{pid}-role",
-                    "meta": meta,
-                    "active": True,
-                    "practitioner": b.ref("Practitioner", pid),
-                    "organization": b.ref("Organization", inst.id),
-                    "code": [b.concept(b.coding(b.PRACT_ROLE, role_code))],
-                    "specialty": [b.concept(b.coding(b.CS_DEPARTMENT, dept.code, dept.name))],
-                    "location": [b.ref("Location", dept.location)],
-                }))
+                out.append(
+                    (
+                        inst.id,
+                        {
+                            "resourceType": "PractitionerRole",
+                            "id": f"{pid}-role",
+                            "meta": meta,
+                            "active": True,
+                            "practitioner": b.ref("Practitioner", pid),
+                            "organization": b.ref("Organization", inst.id),
+                            "code": [b.concept(b.coding(b.PRACT_ROLE, role_code))],
+                            "specialty": [b.concept(b.coding(b.CS_DEPARTMENT, dept.code, dept.name))],
+                            "location": [b.ref("Location", dept.location)],
+                        },
+                    )
+                )
     return out
 
 
@@ -450,8 +502,12 @@ def _practitioner(s: Staffer, meta: b.Json) -> b.Json:
         "id": s.id,
         "meta": meta,
         "identifier": [
-            {"use": "official", "type": b.concept(b.coding(b.CS_ID_TYPE, "01", "居民身份证")),
-             "system": b.ID_NUMBER, "value": s.id_number},
+            {
+                "use": "official",
+                "type": b.concept(b.coding(b.CS_ID_TYPE, "01", "居民身份证")),
+                "system": b.ID_NUMBER,
+                "value": s.id_number,
+            },
             {"system": LICENCE, "value": s.licence},
         ],
         "active": True,
@@ -459,8 +515,10 @@ def _practitioner(s: Staffer, meta: b.Json) -> b.Json:
         "gender": s.sex,
         "birthDate": s.birth.isoformat(),
         "qualification": [
-            {"identifier": [{"system": LICENCE, "value": s.licence}],
-             "code": b.concept(b.coding(b.CS_QUALIFICATION, qcode, qname))},
+            {
+                "identifier": [{"system": LICENCE, "value": s.licence}],
+                "code": b.concept(b.coding(b.CS_QUALIFICATION, qcode, qname)),
+            },
             {"code": b.concept(b.coding(b.CS_TITLE, s.title[0], s.title[1]))},
         ],
     }

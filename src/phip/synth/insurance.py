@@ -20,10 +20,17 @@ from phip.synth import events as ev
 from phip.synth.institutions import Institution
 from phip.synth.tables import table
 
-TIER_LEVEL = {"village": "village", "primary": "primary", "county": "county", "prefecture": "prefecture",
-              "province": "prefecture"}
-_CLAIM_TYPES = {True: b.concept(b.coding(b.CLAIM_TYPE, "professional")),
-                False: b.concept(b.coding(b.CLAIM_TYPE, "institutional"))}
+TIER_LEVEL = {
+    "village": "village",
+    "primary": "primary",
+    "county": "county",
+    "prefecture": "prefecture",
+    "province": "prefecture",
+}
+_CLAIM_TYPES = {
+    True: b.concept(b.coding(b.CLAIM_TYPE, "professional")),
+    False: b.concept(b.coding(b.CLAIM_TYPE, "institutional")),
+}
 _NORMAL = b.concept(b.coding(b.PROC_PRIORITY, "normal"))
 _SUBMITTED = b.concept(b.coding(b.ADJUDICATION, "submitted"))
 _BENEFIT = b.concept(b.coding(b.ADJUDICATION, "benefit"))
@@ -79,12 +86,23 @@ def enrol(ctx: ev.Ctx) -> None:
             "subscriberId": p.id_number,
             "beneficiary": {"reference": f"Patient/{pid}"},
             "relationship": b.concept(b.coding(b.SUBSCRIBER_REL, "self")),
-            "period": {"start": start.isoformat(), "end": end.isoformat()} if end < ctx.plan.end
+            "period": {"start": start.isoformat(), "end": end.isoformat()}
+            if end < ctx.plan.end
             else {"start": start.isoformat()},
             "payor": [{"reference": f"Organization/{insurer.id}"}],
         }
         ctx.em.put(insurer.id, res, rng)
         ctx.coverage.append(Cover(start, end, rid, insurer, pid, scheme))
+
+
+@cache
+def _tariff(kind: str, tier: str) -> tuple[float, float, float]:
+    """Average cost (per visit, or per day of stay), its log-normal spread and the reimbursement ratio."""
+    cfg = table("insurance")
+    level = TIER_LEVEL[tier]
+    if kind == "outpatient":
+        return cfg["costs"]["outpatient"][level], 0.5, cfg["reimbursement"]["outpatient"][level]
+    return cfg["costs"]["inpatient_per_day"][level], 0.3, cfg["reimbursement"]["inpatient"][level]
 
 
 @cache
@@ -110,13 +128,9 @@ def claim(ctx: ev.Ctx, enc: ev.Enc, kind: str, dx: str, cost: float | None = Non
     if cover is None:
         return
     rng = ctx.rng
-    cfg = table("insurance")
-    level = TIER_LEVEL[inst.tier]
+    base, sigma, ratio = _tariff(kind, inst.tier)
     if cost is None:
-        if kind == "outpatient":
-            cost = cfg["costs"]["outpatient"][level] * rng.lognormvariate(0, 0.5)
-        else:
-            cost = cfg["costs"]["inpatient_per_day"][level] * days * rng.lognormvariate(0, 0.3)
+        cost = base * (1 if kind == "outpatient" else days) * rng.lognormvariate(0, sigma)
     lines = []
     total = 0.0
     for i, (concept, share) in enumerate(_items(kind)):
@@ -142,27 +156,32 @@ def claim(ctx: ev.Ctx, enc: ev.Enc, kind: str, dx: str, cost: float | None = Non
         "total": b.money(total),
     }
     ref = ctx.em.put(inst.id, res, rng)
-    ratio = cfg["reimbursement"]["outpatient" if kind == "outpatient" else "inpatient"][level]
+    cfg = table("insurance")
     if cover.scheme == "employee":
         ratio += cfg["employee_bonus"]
     if inst.county[:4] != cover.insurer.county[:4]:
         ratio -= cfg["other_region_penalty"]
     paid = round(total * min(0.95, max(0.0, ratio)), 2)
-    settle_day = date.fromisoformat(res["created"][:10])
-    ctx.em.begin(settle_day, 20 * 60, rng)
-    ctx.em.put(cover.insurer.id, {
-        "resourceType": "ClaimResponse",
-        "id": ctx.em.rid(),
-        "status": "active",
-        "type": res["type"],
-        "use": "claim",
-        "patient": {"reference": f"Patient/{cover.patient}"},
-        "created": res["created"],
-        "insurer": {"reference": f"Organization/{cover.insurer.id}"},
-        "requestor": {"reference": f"Organization/{inst.id}"},
-        "request": ref,
-        "outcome": "complete",
-        "total": [{"category": _SUBMITTED, "amount": b.money(total)},
-                  {"category": _BENEFIT, "amount": b.money(paid)}],
-        "payment": {"type": _COMPLETE, "amount": b.money(paid)},
-    }, rng)
+    ctx.em.begin(enc.end_day, 20 * 60, rng)
+    ctx.em.put(
+        cover.insurer.id,
+        {
+            "resourceType": "ClaimResponse",
+            "id": ctx.em.rid(),
+            "status": "active",
+            "type": res["type"],
+            "use": "claim",
+            "patient": {"reference": f"Patient/{cover.patient}"},
+            "created": res["created"],
+            "insurer": {"reference": f"Organization/{cover.insurer.id}"},
+            "requestor": {"reference": f"Organization/{inst.id}"},
+            "request": ref,
+            "outcome": "complete",
+            "total": [
+                {"category": _SUBMITTED, "amount": b.money(total)},
+                {"category": _BENEFIT, "amount": b.money(paid)},
+            ],
+            "payment": {"type": _COMPLETE, "amount": b.money(paid)},
+        },
+        rng,
+    )

@@ -80,8 +80,16 @@ def _delivery(ctx: ev.Ctx, birth: Birth) -> None:
     admit_day = birth.day - timedelta(days=rng.random() < 0.5)
     stay = ri(rng, 4, 7) if birth.cesarean else ri(rng, 1, 3)
     discharge = birth.day + timedelta(days=stay)
-    enc = ev.encounter(ctx, inst, admit_day, ctx.minute(0, 23 * 60), "delivery", "0502", "IMP",
-                       end=(discharge, ctx.minute(9 * 60, 16 * 60)))
+    enc = ev.encounter(
+        ctx,
+        inst,
+        admit_day,
+        ctx.minute(0, 23 * 60),
+        "delivery",
+        "0502",
+        "IMP",
+        end=(discharge, ctx.minute(9 * 60, 16 * 60)),
+    )
     code = "O82" if birth.cesarean else "O80"
     ev.condition(ctx, enc, code, onset=birth.day)
     if birth.cesarean:
@@ -142,14 +150,26 @@ def simulate_newborn(ctx: ev.Ctx) -> None:
     cert_no = f"{chr(ord('M') + p.birth.year % 13)}{p.birth:%y}{ri(rng, 0, 9_999_999):07d}"
     place = birth.residence.county.address_prefix
     sections = [
-        ("新生儿", entries, f"姓名：{p.name.text}；性别：{'男' if p.sex == 'male' else '女'}；"
-         f"出生时间：{p.birth.isoformat()}；出生孕周：{int(weeks)}周；出生地点：{place}；接生机构：{inst.name}"),
+        (
+            "新生儿",
+            entries,
+            f"姓名：{p.name.text}；性别：{'男' if p.sex == 'male' else '女'}；"
+            f"出生时间：{p.birth.isoformat()}；出生孕周：{int(weeks)}周；出生地点：{place}；接生机构：{inst.name}",
+        ),
         ("母亲", [], f"姓名：{mother.name.text}；身份证件号码：{mother.id_number}"),
     ]
     if father is not None and father.household is mother.household:
         sections.append(("父亲", [], f"姓名：{father.name.text}；身份证件号码：{father.id_number}"))
-    ev.document(ctx, inst, enc.patient, BIRTH_CERT, b.dt(out, 10 * 60), sections, encounter_ref=enc.ref,
-                identifier=("birth-certificate", cert_no))
+    ev.document(
+        ctx,
+        inst,
+        enc.patient,
+        BIRTH_CERT,
+        b.dt(out, 10 * 60),
+        sections,
+        encounter_ref=enc.ref,
+        identifier=("birth-certificate", cert_no),
+    )
     visit = out + timedelta(days=ri(rng, 2, 7))
     if ctx.present(visit) and rng.random() < table("clinical")["child_checks"]["attendance"]:
         _child_check(ctx, visit, "newborn-visit", "HH")

@@ -39,7 +39,11 @@ class Plan:
 
 
 def make_plan(
-    persons: int, seed: int, province: str = "51", years: int = 10, end: date | None = None,
+    persons: int,
+    seed: int,
+    province: str = "51",
+    years: int = 10,
+    end: date | None = None,
     rates: DefectRates | None = None,
 ) -> Plan:
     if persons < 1:

@@ -41,10 +41,10 @@ class Residence:
     town: Town
     village: Village
     line: str
+    text: str = ""  # the full address, as written
 
-    @property
-    def text(self) -> str:
-        return f"{self.county.address_prefix}{self.town.name}{self.village.name}{self.line}"
+    def __post_init__(self) -> None:
+        self.text = f"{self.county.address_prefix}{self.town.name}{self.village.name}{self.line}"
 
 
 @dataclass(slots=True)
@@ -414,8 +414,11 @@ def build_in_migrants(plan: Plan, town: Town, rng: Random, ctr: Counters, n_hous
     for _ in range(n):
         arrive = plan.start + timedelta(days=rng.randint(1, days))
         hh = Household(ctr.hid(), arrived=arrive)
-        origin = geography.other_province_county(rng, plan.geo) if rng.random() < 0.7 else \
-            geography.birth_county_elsewhere(rng, plan.geo, county.code)
+        origin = (
+            geography.other_province_county(rng, plan.geo)
+            if rng.random() < 0.7
+            else geography.birth_county_elsewhere(rng, plan.geo, county.code)
+        )
         if rng.random() < 0.6:
             ha = rng.randint(24, 42)
             wa = max(20, ha - rng.randint(0, 5))
@@ -427,18 +430,33 @@ def build_in_migrants(plan: Plan, town: Town, rng: Random, ctr: Counters, n_hous
             hh.members += [h, w]
             for _k in range(rng.choice((0, 1, 1, 2))):
                 ka = rng.randint(0, max(0, min(12, wa - 20)))
-                c = Person(ctr.pid(), rng.choice(("male", "female")),
-                           add_years(arrive, -ka) - timedelta(days=rng.randint(1, 364)), "", hh, "child",
-                           mother=w, father=h)
+                c = Person(
+                    ctr.pid(),
+                    rng.choice(("male", "female")),
+                    add_years(arrive, -ka) - timedelta(days=rng.randint(1, 364)),
+                    "",
+                    hh,
+                    "child",
+                    mother=w,
+                    father=h,
+                )
                 hh.members.append(c)
         else:
             a = rng.randint(18, 45)
-            hh.members.append(Person(ctr.pid(), rng.choice(("male", "female")),
-                                     add_years(arrive, -a) - timedelta(days=rng.randint(1, 364)), "", hh, "head"))
+            hh.members.append(
+                Person(
+                    ctr.pid(),
+                    rng.choice(("male", "female")),
+                    add_years(arrive, -a) - timedelta(days=rng.randint(1, 364)),
+                    "",
+                    hh,
+                    "head",
+                )
+            )
         base = _ethnic(rng, county) if origin[:2] == county.code[:2] else "01"
         for p in hh.members:
             p.ethnicity = base
-        fam = None
+        fam: str | None = None
         for p in hh.members:
             family = fam if p.role == "child" else None
             p.name = names.person_name(rng, p.sex, p.birth.year, p.ethnicity, family)
@@ -560,8 +578,12 @@ def _deliver(plan: Plan, hh: Household, w: Person, day: date, rng: Random, ctr: 
     acc = plan.registry.access[res.village.code]
     levels = table("clinical")["maternal"]["delivery_levels"]
     where = rng.choices(list(levels), list(levels.values()))[0]
-    hospital = {"primary": acc.primary, "county_general": acc.general, "county_mch": acc.mch,
-                "prefecture": acc.pref_mch if rng.random() < 0.6 else acc.pref_general}[where]
+    hospital = {
+        "primary": acc.primary,
+        "county_general": acc.general,
+        "county_mch": acc.mch,
+        "prefecture": acc.pref_mch if rng.random() < 0.6 else acc.pref_general,
+    }[where]
     if where == "primary" and res.county.urban:
         hospital = acc.mch
     gest = int(rng.gauss(276, 9)) if rng.random() > 0.07 else rng.randint(224, 258)

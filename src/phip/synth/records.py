@@ -284,10 +284,18 @@ class Emitter:
             "id": pid,
             "extension": self.person_extensions(inst, baby),
             "identifier": [
-                {"use": "usual", "type": b.concept(b.coding(b.V2_0203, "MR")), "system": b.org_system(inst.id, "mrn"),
-                 "value": mrn},
-                {"use": "secondary", "type": b.concept(b.coding(b.CS_ID_TYPE, "01", "居民身份证")),
-                 "system": b.ID_NUMBER, "value": mother.id_number},
+                {
+                    "use": "usual",
+                    "type": b.concept(b.coding(b.V2_0203, "MR")),
+                    "system": b.org_system(inst.id, "mrn"),
+                    "value": mrn,
+                },
+                {
+                    "use": "secondary",
+                    "type": b.concept(b.coding(b.CS_ID_TYPE, "01", "居民身份证")),
+                    "system": b.ID_NUMBER,
+                    "value": mother.id_number,
+                },
             ],
             "active": True,
             "name": [{"use": "temp", "text": placeholder}],
@@ -297,8 +305,16 @@ class Emitter:
         }
         self.put(inst.id, res, rng)
         self.truth.row("persons", inst.id, "Patient", pid, b.org_system(inst.id, "mrn"), mrn, baby.pid)
-        self.truth.row("quality_defects", inst.id, "Patient", pid, "identifier", dq.NEWBORN_MOTHER_ID,
-                       baby.id_number, mother.id_number)
+        self.truth.row(
+            "quality_defects",
+            inst.id,
+            "Patient",
+            pid,
+            "identifier",
+            dq.NEWBORN_MOTHER_ID,
+            baby.id_number,
+            mother.id_number,
+        )
         self.truth.row("quality_defects", inst.id, "Patient", pid, "name", dq.NEWBORN_NAME, baby.name.text, placeholder)
         baby.records[key] = pid
         return pid
@@ -323,7 +339,7 @@ class Emitter:
             if t2 is not None:
                 rows.append(("name", dq.TRADITIONAL, text, t2))
                 fam = p.name.family
-                given = t2[len(fam):] if fam else t2
+                given = t2[len(fam) :] if fam else t2
                 text = t2
         family = text[: len(p.name.family)] if p.name.family else None
         name: b.Json = {"use": "official", "text": text}
@@ -331,8 +347,12 @@ class Emitter:
             name["family"] = family
         name["given"] = [given]
         ids: list[b.Json] = [
-            {"use": "usual", "type": b.concept(b.coding(b.V2_0203, "MR")), "system": b.org_system(org, "mrn"),
-             "value": mrn}
+            {
+                "use": "usual",
+                "type": b.concept(b.coding(b.V2_0203, "MR")),
+                "system": b.org_system(org, "mrn"),
+                "value": mrn,
+            }
         ]
         known = p.id_date is None or p.id_date <= day
         if known:
@@ -344,8 +364,14 @@ class Emitter:
                 if rates.id_mistyped and rng.random() < rates.id_mistyped:
                     number = dq.mistype_id(rng, number)
                     rows.append(("identifier", dq.ID_MISTYPED, p.id_number, number))
-                ids.append({"use": "official", "type": b.concept(b.coding(b.CS_ID_TYPE, "01", "居民身份证")),
-                            "system": b.ID_NUMBER, "value": number})
+                ids.append(
+                    {
+                        "use": "official",
+                        "type": b.concept(b.coding(b.CS_ID_TYPE, "01", "居民身份证")),
+                        "system": b.ID_NUMBER,
+                        "value": number,
+                    }
+                )
         res: b.Json = {
             "resourceType": "Patient",
             "id": pid,

@@ -17,10 +17,20 @@ from phip.synth import build as b
 from phip.synth.population import Household, Person, Residence
 from phip.synth.records import Emitter, address
 
-ROLE_NAMES = {"head": "户主", "spouse": "配偶", "child": "子女", "grandchild": "孙子女", "parent": "父母",
-              "other": "其他"}
-RELATIONS = {"mother": ("MTH", "mother"), "father": ("FTH", "father"), "husband": ("HUSB", "husband"),
-             "wife": ("WIFE", "wife")}
+ROLE_NAMES = {
+    "head": "户主",
+    "spouse": "配偶",
+    "child": "子女",
+    "grandchild": "孙子女",
+    "parent": "父母",
+    "other": "其他",
+}
+RELATIONS = {
+    "mother": ("MTH", "mother"),
+    "father": ("FTH", "father"),
+    "husband": ("HUSB", "husband"),
+    "wife": ("WIFE", "wife"),
+}
 
 
 def _county_periods(hh: Household, end: date) -> list[tuple[str, list[tuple[Residence, date, date]]]]:
@@ -80,9 +90,11 @@ def emit(em: Emitter, hh: Household) -> None:
             "quantity": len(members),
             "managingEntity": {"reference": f"Organization/{org.id}"},
             "member": [
-                {"entity": {"reference": f"Patient/{pid}"},
-                 "period": {"start": s.isoformat(), **({"end": e.isoformat()} if e < plan.end else {})},
-                 "inactive": e < plan.end}
+                {
+                    "entity": {"reference": f"Patient/{pid}"},
+                    "period": {"start": s.isoformat(), **({"end": e.isoformat()} if e < plan.end else {})},
+                    "inactive": e < plan.end,
+                }
                 for _p, pid, s, e in members
             ],
         }
@@ -105,10 +117,18 @@ def _patient(
         "id": pid,
         "extension": em.person_extensions(None, p),
         "identifier": [
-            {"use": "usual", "type": b.concept(b.coding(b.V2_0203, "MR")), "system": b.org_system(org, "mrn"),
-             "value": mrn},
-            {"use": "official", "type": b.concept(b.coding(b.CS_ID_TYPE, "01", "居民身份证")),
-             "system": b.ID_NUMBER, "value": p.id_number},
+            {
+                "use": "usual",
+                "type": b.concept(b.coding(b.V2_0203, "MR")),
+                "system": b.org_system(org, "mrn"),
+                "value": mrn,
+            },
+            {
+                "use": "official",
+                "type": b.concept(b.coding(b.CS_ID_TYPE, "01", "居民身份证")),
+                "system": b.ID_NUMBER,
+                "value": p.id_number,
+            },
         ],
         "active": e >= end and p.death is None,
         "name": [name],
@@ -153,8 +173,13 @@ def _related(em: Emitter, org: str, patient: str, other: Person, rel: str, e: da
     res: b.Json = {
         "resourceType": "RelatedPerson",
         "id": rid,
-        "identifier": [{"type": b.concept(b.coding(b.CS_ID_TYPE, "01", "居民身份证")), "system": b.ID_NUMBER,
-                        "value": other.id_number}],
+        "identifier": [
+            {
+                "type": b.concept(b.coding(b.CS_ID_TYPE, "01", "居民身份证")),
+                "system": b.ID_NUMBER,
+                "value": other.id_number,
+            }
+        ],
         "active": True,
         "patient": {"reference": f"Patient/{patient}"},
         "relationship": [b.concept(b.coding(b.V3_ROLE, code, display))],
@@ -172,12 +197,26 @@ def _related(em: Emitter, org: str, patient: str, other: Person, rel: str, e: da
 def _truth(em: Emitter, hh: Household) -> None:
     plan = em.plan
     for p in hh.members:
-        reason = "died" if p.death is not None and p.death <= p.last else (
-            "moved_out" if hh.left is not None and p.last < plan.end else "alive")
+        reason = (
+            "died"
+            if p.death is not None and p.death <= p.last
+            else ("moved_out" if hh.left is not None and p.last < plan.end else "alive")
+        )
         em.truth.row(
-            "people", p.pid, p.id_number, p.name.text, p.sex, p.birth.isoformat(), p.ethnicity,
-            p.birth_county, hh.hid, p.mother.pid if p.mother else "", p.father.pid if p.father else "",
-            p.first.isoformat(), p.last.isoformat(), reason,
+            "people",
+            p.pid,
+            p.id_number,
+            p.name.text,
+            p.sex,
+            p.birth.isoformat(),
+            p.ethnicity,
+            p.birth_county,
+            hh.hid,
+            p.mother.pid if p.mother else "",
+            p.father.pid if p.father else "",
+            p.first.isoformat(),
+            p.last.isoformat(),
+            reason,
         )
         em.truth.row("households", hh.hid, p.pid, p.role, p.first.isoformat(), p.last.isoformat())
     prev = "outside" if hh.arrived else None

@@ -8,6 +8,7 @@ keys in the order the builders wrote them.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable
@@ -69,7 +70,10 @@ class ShardWriter:
 def merge(shards: Iterable[Path], out: Path) -> None:
     """Append every file of each shard, in the given shard order, to the same path under ``out``.
 
-    A file that does not exist yet is moved instead of copied.  Shards are removed as they go.
+    A file that does not exist yet is moved instead of copied; otherwise the bytes are appended
+    in the kernel (``copy_file_range``) where the platform allows.  Shards are removed as they go.
+    The engine calls this for each township as soon as all earlier ones are done, so merging
+    overlaps the simulation.
     """
     for shard in shards:
         if not shard.exists():
@@ -78,9 +82,27 @@ def merge(shards: Iterable[Path], out: Path) -> None:
             dest = out / src.relative_to(shard)
             dest.parent.mkdir(parents=True, exist_ok=True)
             if dest.exists():
-                with open(dest, "ab") as fo, open(src, "rb") as fi:
-                    shutil.copyfileobj(fi, fo, 1 << 20)
+                _append(src, dest)
                 src.unlink()
             else:
                 src.replace(dest)
         shutil.rmtree(shard)
+
+
+def _append(src: Path, dest: Path) -> None:
+    with open(src, "rb") as fi, open(dest, "r+b") as fo:
+        fo.seek(0, os.SEEK_END)
+        left = os.fstat(fi.fileno()).st_size
+        copy = getattr(os, "copy_file_range", None)
+        try:
+            while copy is not None and left > 0:
+                n = copy(fi.fileno(), fo.fileno(), left)
+                if n == 0:
+                    break
+                left -= n
+        except OSError:
+            pass  # not supported here: copy in user space from where we got to
+        if left > 0:
+            fi.seek(-left, os.SEEK_END)
+            fo.seek(0, os.SEEK_END)
+            shutil.copyfileobj(fi, fo, 1 << 20)
