@@ -194,3 +194,31 @@ def test_body_size_limit(api: Any) -> None:
     big = b'{"resourceType": "Patient", "text": {"status": "generated", "div": "' + b"x" * (51 * 1024 * 1024) + b'"}}'
     r = api.req("POST", "/fhir/Patient", content=big, headers={"Content-Type": "application/fhir+json"})
     assert r.status_code == 413 and r.json()["issue"][0]["code"] == "too-costly"
+
+
+def test_reference_integrity_strict(node: Any) -> None:
+    from phip.fhir.errors import FhirError
+    from phip.store.repository import Settings, Store
+
+    strict = Store(node.config.db, Settings(reference_integrity="strict"))
+    repo = strict.repository()
+    try:
+        obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+               "subject": {"reference": "Patient/missing"}}
+        with pytest.raises(FhirError) as info:
+            repo.create("Observation", obs)
+        assert info.value.status == 422
+        assert info.value.issues[0].expression == "Observation.subject.reference"
+        repo.update("Patient", "present", {"resourceType": "Patient", "id": "present"})
+        assert repo.create("Observation", {**obs, "subject": {"reference": "Patient/present"}}).status == 201
+        # inside one transaction, a reference to a resource created later in it resolves
+        with repo.transaction():
+            repo.create("Observation", {**obs, "subject": {"reference": "Patient/later"}})
+            repo.update("Patient", "later", {"resourceType": "Patient", "id": "later"})
+        # external and contained references are not checked
+        repo.create("Observation", {**obs, "subject": {"reference": "http://elsewhere.example/fhir/Patient/1"}})
+        repo.delete("Patient", "present")
+        with pytest.raises(FhirError):  # deleted targets do not resolve
+            repo.create("Observation", {**obs, "subject": {"reference": "Patient/present"}})
+    finally:
+        strict.dispose()
