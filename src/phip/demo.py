@@ -41,7 +41,7 @@ def prepare(data: Path, persons: int, seed: int, console: Console) -> Node:
         console.print(f"generating a synthetic region of {persons:,} residents (seed {seed}) …")
         synth_run(region, persons=persons, seed=seed, progress=True)
         (region / ".complete").write_text("ok")
-    files = [f for f in collect([region]) if "truth" not in f.parts]
+    files = [f for f in collect([region]) if f.suffix == ".ndjson" and "truth" not in f.relative_to(region).parts]
     total = sum(f.stat().st_size for f in files)
     with Progress(TextColumn("[bold]import"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=console) as progress:
@@ -65,7 +65,8 @@ def banner(node: Node, host: str, port: int, console: Console) -> None:
         f"FHIR API      {base}/fhir\n"
         f"API docs      {base}/docs\n"
         f"Health        {base}/healthz\n\n"
-        f"Admin token (7 days):\n{token}\n\n"
-        f"Try:  curl -H 'Authorization: Bearer $TOKEN' '{base}/fhir/Patient?_count=5'",
+        "Admin token (7 days) below; try:\n"
+        f"  TOKEN=…; curl -H \"Authorization: Bearer $TOKEN\" '{base}/fhir/Patient?_count=5'",
         title=f"phip demo — {node.config.name}",
     ))
+    print(token, flush=True)

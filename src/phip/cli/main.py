@@ -180,6 +180,16 @@ def export(
     node.close()
 
 
+def _register_capabilities() -> None:
+    """Sub-commands that capabilities contribute."""
+    from phip.synth.cli import synth
+
+    app.command("synth", help="Generate a synthetic Chinese region as FHIR NDJSON, with its ground truth.")(synth)
+
+
+_register_capabilities()
+
+
 def main() -> None:  # pragma: no cover
     try:
         app()

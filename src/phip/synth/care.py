@@ -24,7 +24,8 @@ from phip.synth import build as b
 from phip.synth import chronic, immunization, infectious, insurance, maternal
 from phip.synth import events as ev
 from phip.synth.infectious import band
-from phip.synth.population import Person, add_years, poisson, spans
+from phip.synth.institutions import Institution
+from phip.synth.population import Person, Span, add_years, poisson, spans
 from phip.synth.rand import below, cumulative, pick, ri
 from phip.synth.tables import table
 
@@ -79,7 +80,7 @@ def _acute_table() -> tuple[list[dict[str, Any]], list[list[list[tuple[float, ..
     return rows, cums
 
 
-def _slices(span: ev.Span) -> tuple[tuple[date, date], ...]:
+def _slices(span: Span) -> tuple[tuple[date, date], ...]:
     """The span cut into years (the last one shorter)."""
     return _year_slices(span.start, span.end)
 
@@ -95,7 +96,7 @@ def _year_slices(start: date, end: date) -> tuple[tuple[date, date], ...]:
     return tuple(out)
 
 
-def _acute(ctx: ev.Ctx, span: ev.Span) -> None:
+def _acute(ctx: ev.Ctx, span: Span) -> None:
     rng = ctx.rng
     p = ctx.p
     rates = table("clinical")["outpatient_rate"]["bands"]
@@ -155,7 +156,7 @@ def _inpatient_weights() -> list[tuple[float, ...]]:
     return [cumulative([r["ages"][bi] for r in rows]) for bi in range(5)]
 
 
-def _inpatient(ctx: ev.Ctx, span: ev.Span) -> None:
+def _inpatient(ctx: ev.Ctx, span: Span) -> None:
     rng = ctx.rng
     rates = table("clinical")["inpatient_rate"]["bands"]
     rows = table("clinical")["inpatient"]
@@ -215,7 +216,7 @@ def stay(ctx: ev.Ctx, row: dict[str, Any], day: date) -> date | None:
     return out
 
 
-def _refer_down(ctx: ev.Ctx, src: ev.Institution, day: date, code: str) -> None:
+def _refer_down(ctx: ev.Ctx, src: Institution, day: date, code: str) -> None:
     """Downward referral (下转) to the resident's primary care after a stay at a higher level."""
     rng = ctx.rng
     acc = ctx.access(day)

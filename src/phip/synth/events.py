@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from phip.synth import build as b
 from phip.synth.institutions import Access, Institution
-from phip.synth.population import Person, Span, add_years
+from phip.synth.population import Person, Span
 from phip.synth.rand import ri
 from phip.synth.tables import table
 
@@ -592,5 +592,3 @@ def add_months(d: date, months: float) -> date:
         base = d.replace(year=d.year + y, month=m + 1, day=28)
     return base + timedelta(days=round((months - whole) * 30.44))
 
-
-__all__ = ["Ctx", "Enc", "Traits", "add_years"]

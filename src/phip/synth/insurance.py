@@ -18,6 +18,7 @@ from functools import cache
 from phip.synth import build as b
 from phip.synth import events as ev
 from phip.synth.institutions import Institution
+from phip.synth.population import Span
 from phip.synth.tables import table
 
 TIER_LEVEL = {
@@ -59,7 +60,7 @@ def enrol(ctx: ev.Ctx) -> None:
     employee = adult and p.age_on(p.first) < 60 and rng.random() < cfg["employee_share"]["urban" if urban else "rural"]
     scheme = "employee" if employee else "resident"
     code, name = cfg["schemes"][scheme]["code"], cfg["schemes"][scheme]["name"]
-    groups: list[list[ev.Span]] = []
+    groups: list[list[Span]] = []
     for s in ctx.spans:
         if groups and groups[-1][-1].residence.county is s.residence.county:
             groups[-1].append(s)

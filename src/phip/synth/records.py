@@ -152,6 +152,11 @@ class Emitter:
         self._n += 1
         return self._prefix + str(self._n)
 
+    def next_mrn(self) -> str:
+        """A new record number: unique in the chunk, prefixed by it, so unique everywhere."""
+        self._mrn += 1
+        return f"{self.chunk:02d}{self._mrn:07d}"
+
     def begin(self, day: date, minute: int, rng: Random) -> None:
         """Start an upload bundle for an event on ``day`` at ``minute``: decides the upload time."""
         r = rng.random
@@ -275,8 +280,7 @@ class Emitter:
             pid = self._register(baby, inst, day, rng)
             baby.records[key] = pid
             return pid
-        self._mrn += 1
-        mrn = f"{self.chunk:02d}{self._mrn:07d}"
+        mrn = self.next_mrn()
         pid = f"{inst.id}-{mrn}"
         placeholder = mother.name.text + ("之子" if baby.sex == "male" else "之女")
         res: b.Json = {
@@ -321,8 +325,7 @@ class Emitter:
 
     def _register(self, p: Person, inst: Institution, day: date, rng: Random, duplicate: bool = False) -> str:
         rates = self.rates
-        self._mrn += 1
-        mrn = f"{self.chunk:02d}{self._mrn:07d}"
+        mrn = self.next_mrn()
         pid = f"{inst.id}-{mrn}"
         org = inst.id
         rows: list[tuple[str, str, str, str]] = []

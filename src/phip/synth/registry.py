@@ -105,8 +105,7 @@ def _patient(
     em: Emitter, org: str, p: Person, periods: list[tuple[Residence, date, date]], s: date, e: date, end: date
 ) -> str:
     plan = em.plan
-    em._mrn += 1
-    mrn = f"{em.chunk:02d}{em._mrn:07d}"
+    mrn = em.next_mrn()
     pid = f"{org}-{mrn}"
     name: b.Json = {"use": "official", "text": p.name.text}
     if p.name.family:
