@@ -364,7 +364,7 @@ def main() -> None:
         bclients = [int(x) for x in a.bundle_clients.split(",")]
         bundles_all = make_bundles(a.bundles * len(workers), a.seed, orgs, pracs)
         print(f"phip HTTP benchmark — node {data} ({info.get('backend')}, {info.get('loaded', '?'):,} resources), "
-              f"read client {'wrk' if use_wrk else 'asyncio+httpx'}, {common.machine()}", flush=True)
+              f"read client {'wrk' if use_wrk else 'asyncio+httpx'}, {common.describe()}", flush=True)
         print("note: client and server share the 2 cores; CPU seconds of each are shown per measurement")
         results: dict[str, Any] = {"node": str(data), "info": info, "machine": common.machine(),
                                    "client": "wrk" if use_wrk else "httpx", "runs": []}

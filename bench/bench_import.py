@@ -193,7 +193,7 @@ def main() -> None:
     files = lines_of(src)
     size_mb = sum(f.stat().st_size for f in files) / 1e6
     print(f"phip bulk import benchmark — backend {a.backend}, {a.resources:,} resources ({size_mb:.0f} MB NDJSON), "
-          f"batch {BATCH}, {common.machine()}", flush=True)
+          f"batch {BATCH}, {common.describe()}", flush=True)
     res: dict[str, Any] = {"backend": a.backend, "resources": a.resources, "seed": a.seed, "batch": BATCH,
                            "machine": common.machine(), "ndjson_mb": size_mb}
 

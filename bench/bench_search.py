@@ -205,7 +205,7 @@ def main() -> None:
         if a.only:
             queries = {k: v for k, v in queries.items() if a.only in k}
         print(f"phip search benchmark — node {data} ({info.get('backend')}, {info.get('loaded', 0):,} resources), "
-              f"{a.runs} runs per query, {common.machine()}", flush=True)
+              f"{a.runs} runs per query, {common.describe()}", flush=True)
         results: dict[str, Any] = {"node": str(data), "info": info, "machine": common.machine(),
                                    "inprocess": {}, "http": {}}
         if a.explain:

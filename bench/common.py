@@ -71,7 +71,50 @@ def machine() -> dict[str, Any]:
     import sqlite3
 
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-            "platform": platform.platform()}
+            "platform": platform.platform(), "code": code_state()}
+
+
+def code_state() -> dict[str, Any]:
+    """Which code was measured: git HEAD, the modified files under src/, a hash of src/phip/**/*.py."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for p in sorted((ROOT / "src" / "phip").rglob("*.py")):
+        h.update(str(p.relative_to(ROOT)).encode())
+        h.update(p.read_bytes())
+    out: dict[str, Any] = {"src_sha1": h.hexdigest()[:12]}
+    try:
+        out["head"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True, timeout=10).stdout.strip()
+        st = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], capture_output=True,
+                            text=True, timeout=10).stdout
+        out["src_changes"] = [ln[3:] for ln in st.splitlines()]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def describe() -> str:
+    """One line for the head of a benchmark's output."""
+    m = machine()
+    c = m["code"]
+    return (f"{m['cpus']} CPUs, Python {m['python']}, SQLite {m['sqlite']}, load average {loadavg():.1f}; code: "
+            f"HEAD {c.get('head', '?')} + {len(c.get('src_changes', []))} changed files in src/ "
+            f"(src sha1 {c['src_sha1']})")
+
+
+def migrate_node(data: Path) -> float:
+    """Bring a kept node to the current schema before a server starts on it (phip serve would do it at
+    start-up, where a long index rebuild would look like a server that never becomes ready)."""
+    from phip.node.node import Node
+
+    t = time.perf_counter()
+    node = Node.open(data, migrate=True)
+    node.close()
+    dt = time.perf_counter() - t
+    if dt > 5:
+        print(f"migrated {data} to the current schema in {dt:.0f}s", flush=True)
+    return dt
 
 
 # -- databases and nodes ------------------------------------------------------------------------------
@@ -197,6 +240,7 @@ def ensure_loaded(backend: str, resources: int, seed: int, data: Path | None, wo
     if data is not None:
         if loaded_info(data) is None:
             raise SystemExit(f"{data} is not a node loaded by the benchmarks (no bench.json)")
+        migrate_node(data)
         return data, False
     d = work / f"node-{backend}-{resources}"
     node = create_node(backend, d)
@@ -279,7 +323,7 @@ class Server:
         self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 300) -> None:
         import httpx
 
         deadline = time.monotonic() + timeout

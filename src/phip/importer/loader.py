@@ -30,7 +30,15 @@ from phip.fhir.datetimes import now_us, to_instant
 from phip.fhir.errors import FhirError
 from phip.fhir.validation import validate
 from phip.store import schema as S
-from phip.store.repository import ID_RE, Repository, Store, insert_index_rows, local_references
+from phip.store.repository import (
+    ID_RE,
+    VERSION_COLUMNS,
+    Repository,
+    Store,
+    executemany,
+    insert_index_rows,
+    local_references,
+)
 
 BATCH = 1000
 
@@ -254,19 +262,17 @@ class Importer:
             docs.append((rtype, rid, doc, stored))
             if self.store.settings.reference_integrity == "strict":
                 tx.ref_checks.extend((f"{rtype}{e}", t, i) for e, t, i in local_references(doc))
-        res_rows = [{"type": t, "id": i, "version": 1, "last_updated": now, "deleted": False, "content": s}
-                    for t, i, _d, s in docs]
-        rids = [
-            r[0] for r in conn.execute(
-                S.resources.insert().returning(S.resources.c.rid, sort_by_parameter_order=True), res_rows)
-        ]
-        conn.execute(S.resource_versions.insert(), [
-            {"rid": rid_, "version": 1, "type": t, "id": i, "last_updated": now, "deleted": False, "method": "POST",
-             "content": s} for rid_, (t, i, _d, s) in zip(rids, docs, strict=True)
-        ])
+        rids = self.store.dialect.reserve_rids(conn, len(docs))
+        bind = self.repo._bind_content
+        contents = [bind(s) for _t, _i, _d, s in docs]
+        executemany(conn, S.resources, ("rid", "type", "id", "version", "last_updated", "deleted", "content"),
+                    [(rid_, t, i, 1, now, False, c)
+                     for rid_, (t, i, _d, _s), c in zip(rids, docs, contents, strict=True)])
+        executemany(conn, S.resource_versions, VERSION_COLUMNS,
+                    [(rid_, 1, t, i, now, False, "POST", c)
+                     for rid_, (t, i, _d, _s), c in zip(rids, docs, contents, strict=True)])
         insert_index_rows(conn, {rid_: (t, d) for rid_, (t, _i, d, _s) in zip(rids, docs, strict=True)})
-        tx.changes.extend({"rid": rid_, "type": t, "id": i, "version": 1, "deleted": False, "ts": now}
-                          for rid_, (t, i, _d, _s) in zip(rids, docs, strict=True))
+        tx.changes.extend((rid_, t, i, 1, False, now) for rid_, (t, i, _d, _s) in zip(rids, docs, strict=True))
         if self.store.hooks.has(Point.AFTER_WRITE):
             for t, i, d, _s in docs:
                 self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(t, i, 1, "POST", d))

@@ -36,6 +36,10 @@ class Dialect:
         """Reserve ``n`` consecutive change sequence numbers; returns the first."""
         raise NotImplementedError
 
+    def reserve_rids(self, conn: Connection, n: int) -> list[int]:
+        """``n`` new ``resources.rid`` values for a bulk insert in this transaction."""
+        raise NotImplementedError
+
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
@@ -44,6 +48,11 @@ class SQLiteDialect(Dialect):
         # Writers are serialised by BEGIN IMMEDIATE, so max+1 is commit-ordered.
         cur = conn.execute(text("SELECT COALESCE(MAX(seq), 0) FROM changes")).scalar_one()
         return int(cur) + 1
+
+    def reserve_rids(self, conn: Connection, n: int) -> list[int]:
+        # the write transaction holds SQLite's write lock, so max+1… cannot be taken by another writer
+        top = int(conn.execute(text("SELECT COALESCE(MAX(rid), 0) FROM resources")).scalar_one())
+        return list(range(top + 1, top + 1 + n))
 
 
 class PostgresDialect(Dialect):
@@ -59,9 +68,10 @@ class PostgresDialect(Dialect):
         cur = conn.execute(text("SELECT COALESCE(MAX(seq), 0) FROM changes")).scalar_one()
         return int(cur) + 1
 
-
-class QueryTimeout(Exception):
-    """A statement ran past the node's query timeout and was cancelled."""
+    def reserve_rids(self, conn: Connection, n: int) -> list[int]:
+        rows = conn.execute(text("SELECT nextval(pg_get_serial_sequence('resources', 'rid')) "
+                                 "FROM generate_series(1, :n)"), {"n": n})
+        return sorted(int(r[0]) for r in rows)
 
 
 def is_timeout(exc: BaseException) -> bool:

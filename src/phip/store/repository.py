@@ -167,21 +167,25 @@ class Store:
             yield conn
 
 
+VERSION_COLUMNS = ("rid", "version", "type", "id", "last_updated", "deleted", "method", "content")
+CHANGE_COLUMNS = ("seq", "rid", "type", "id", "version", "deleted", "ts")
+
+
 class Tx:
     """An open write transaction and the changes it will publish."""
 
     def __init__(self, conn: Connection, dialect: Dialect) -> None:
         self.conn = conn
         self.dialect = dialect
-        self.changes: list[dict[str, Any]] = []
+        self.changes: list[tuple[Any, ...]] = []  # CHANGE_COLUMNS without seq
         self.ref_checks: list[tuple[str, str, str]] = []  # (expression, type, id)
         # written in bulk (executemany) before any read in the transaction and before commit
-        self.pending_versions: list[dict[str, Any]] = []
+        self.pending_versions: list[tuple[Any, ...]] = []  # VERSION_COLUMNS
         self.pending_index: dict[int, tuple[str, dict[str, Any]]] = {}
 
     def flush_pending(self) -> None:
         if self.pending_versions:
-            self.conn.execute(S.resource_versions.insert(), self.pending_versions)
+            executemany(self.conn, S.resource_versions, VERSION_COLUMNS, self.pending_versions)
             self.pending_versions = []
         if self.pending_index:
             insert_index_rows(self.conn, self.pending_index)
@@ -196,9 +200,8 @@ class Tx:
             return
         self.dialect.lock_change_feed(self.conn)
         seq = self.dialect.next_seq(self.conn, len(self.changes))
-        for i, ch in enumerate(self.changes):
-            ch["seq"] = seq + i
-        self.conn.execute(S.changes.insert(), self.changes)
+        executemany(self.conn, S.changes, CHANGE_COLUMNS,
+                    [(seq + i, *ch) for i, ch in enumerate(self.changes)])
         self.changes = []
 
 
@@ -497,17 +500,20 @@ class Repository:
             tx.flush_pending()  # this resource's old index rows may still be queued
             for table in S.INDEX_TABLES.values():
                 conn.execute(table.delete().where(table.c.rid == row_id))
-        tx.pending_versions.append(
-            {"rid": row_id, "version": version, "type": rtype, "id": rid, "last_updated": now, "deleted": deleted,
-             "method": method, "content": stored}
-        )
+        tx.pending_versions.append((row_id, version, rtype, rid, now, deleted, method, self._bind_content(stored)))
         if doc is not None:
             tx.pending_index[row_id] = (rtype, doc)
-        tx.changes.append(
-            {"rid": row_id, "type": rtype, "id": rid, "version": version, "deleted": deleted, "ts": now}
-        )
+        tx.changes.append((row_id, rtype, rid, version, deleted, now))
         self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(rtype, rid, version, method, doc))
         return Row(row_id, rtype, rid, version, now, deleted, content, method)
+
+    def _bind_content(self, stored: Any) -> Any:
+        """Content as the driver takes it in a raw executemany (JSONB needs a wrapper on psycopg)."""
+        if stored is None or self.store.dialect.name == "sqlite":
+            return stored
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(stored, dumps=_orjson_str)
 
     def _current(self, conn: Connection, rtype: str, rid: str) -> Any:
         q = sa.select(*_ROW_COLS).where(R.c.type == rtype, R.c.id == rid)
@@ -726,6 +732,10 @@ class Repository:
         return out, (out[-1][0] if out else since)
 
 
+def _orjson_str(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _coding_key(c: Any) -> Any:
     return (c.get("system"), c.get("code")) if isinstance(c, dict) else c
 
@@ -743,33 +753,40 @@ def _same(stored: bytes | None, resource: dict[str, Any]) -> bool:
     return bool(old == {**new, "resourceType": old.get("resourceType"), "id": old.get("id")} and om == nm)
 
 
+def executemany(conn: Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """INSERT many tuples with the driver's own executemany (no per-row SQLAlchemy parameter work)."""
+    if not rows:
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+    conn.exec_driver_sql(sql, rows)
+
+
+_INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
+    "string": ("rid", "param", "grp", "norm", "raw"),
+    "token": ("rid", "param", "grp", "system", "code", "text"),
+    "date": ("rid", "param", "grp", "low", "high"),
+    "reference": ("rid", "param", "grp", "target_type", "target_id", "url"),
+    "quantity": ("rid", "param", "grp", "low", "high", "system", "code", "unit"),
+    "number": ("rid", "param", "grp", "value"),
+    "uri": ("rid", "param", "grp", "value"),
+}
+
+
 def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any]]]) -> None:
     """Insert the search index rows of many resources (rid → (type, resource)) in bulk."""
-    batches: dict[str, list[dict[str, Any]]] = {k: [] for k in S.INDEX_TABLES}
+    out: dict[str, list[tuple[Any, ...]]] = {k: [] for k in S.INDEX_TABLES}
+    strings, tokens, dates, refs = out["string"], out["token"], out["date"], out["reference"]
+    quantities, numbers, uris = out["quantity"], out["number"], out["uri"]
     pk = S.param_key
     for row_id, (rtype, doc) in docs.items():
         ix = index_resource(doc)
-        for p, g, norm, raw in ix.strings:
-            batches["string"].append({"rid": row_id, "param": pk(rtype, p), "grp": g, "norm": norm, "raw": raw})
-        for p, g, system, code, text in ix.tokens:
-            batches["token"].append(
-                {"rid": row_id, "param": pk(rtype, p), "grp": g, "system": system, "code": code, "text": text}
-            )
-        for p, g, lo, hi in ix.dates:
-            batches["date"].append({"rid": row_id, "param": pk(rtype, p), "grp": g, "low": lo, "high": hi})
-        for p, g, tt, ti, url in ix.refs:
-            batches["reference"].append(
-                {"rid": row_id, "param": pk(rtype, p), "grp": g, "target_type": tt, "target_id": ti, "url": url}
-            )
-        for p, g, lo, hi, system, code, unit in ix.quantities:
-            batches["quantity"].append(
-                {"rid": row_id, "param": pk(rtype, p), "grp": g, "low": lo, "high": hi, "system": system,
-                 "code": code, "unit": unit}
-            )
-        for p, g, value in ix.numbers:
-            batches["number"].append({"rid": row_id, "param": pk(rtype, p), "grp": g, "value": value})
-        for p, g, value in ix.uris:
-            batches["uri"].append({"rid": row_id, "param": pk(rtype, p), "grp": g, "value": value})
-    for kind, rows in batches.items():
-        if rows:
-            conn.execute(S.INDEX_TABLES[kind].insert(), rows)
+        strings.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.strings)
+        tokens.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.tokens)
+        dates.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.dates)
+        refs.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.refs)
+        quantities.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.quantities)
+        numbers.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.numbers)
+        uris.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.uris)
+    for kind, rows in out.items():
+        executemany(conn, S.INDEX_TABLES[kind], _INDEX_COLUMNS[kind], rows)

@@ -109,12 +109,12 @@ def _idx(name: str, *cols: Column[object]) -> Table:
         Column("grp", SmallInteger, nullable=False),
         *cols,
     )
-    Index(f"ix_{name}_rid", t.c.rid)
+    Index(f"ix_{name}_rid", t.c.rid, t.c.param)  # correlated checks: this row's values of one param
     return t
 
 
 idx_string = _idx("idx_string", Column("norm", IdxText, nullable=False), Column("raw", Text, nullable=False))
-Index("ix_idx_string_val", idx_string.c.param, idx_string.c.norm)
+Index("ix_idx_string_val", idx_string.c.param, idx_string.c.norm, idx_string.c.rid)  # covering
 
 idx_token = _idx(
     "idx_token",
@@ -122,7 +122,7 @@ idx_token = _idx(
     Column("code", IdxText, nullable=True),
     Column("text", IdxText, nullable=True),
 )
-Index("ix_idx_token_val", idx_token.c.param, idx_token.c.code, idx_token.c.system)
+Index("ix_idx_token_val", idx_token.c.param, idx_token.c.code, idx_token.c.system, idx_token.c.rid)
 
 idx_date = _idx("idx_date", Column("low", BigInteger, nullable=False), Column("high", BigInteger, nullable=False))
 Index("ix_idx_date_low", idx_date.c.param, idx_date.c.low)
@@ -134,7 +134,7 @@ idx_ref = _idx(
     Column("target_id", String(64), nullable=True),
     Column("url", IdxText, nullable=True),
 )
-Index("ix_idx_ref_target", idx_ref.c.param, idx_ref.c.target_id, idx_ref.c.target_type)
+Index("ix_idx_ref_target", idx_ref.c.param, idx_ref.c.target_id, idx_ref.c.target_type, idx_ref.c.rid)
 Index("ix_idx_ref_any", idx_ref.c.target_type, idx_ref.c.target_id)
 Index("ix_idx_ref_url", idx_ref.c.param, idx_ref.c.url)
 

@@ -94,6 +94,7 @@ class _Build:
     def __init__(self, dialect: str, base: str) -> None:
         self.dialect = dialect
         self.base = base
+        self.correlate = False
 
     # -- entry points ---------------------------------------------------------------------------
     def compile(self, req: SearchRequest, r: Any) -> Compiled:
@@ -107,8 +108,15 @@ class _Build:
             types = list(req.types)
         else:
             types = None  # the whole system
-        for crit in req.criteria:
+        # The most selective criterion drives the query (rid IN (index lookup)); the others are
+        # checked per candidate row with correlated EXISTS on the index's (rid, param) key, so a
+        # broad criterion (a date range over every Observation) is never materialised in full.
+        ranked = sorted(range(len(req.criteria)), key=lambda i: _selectivity(req.criteria[i]))
+        drive = ranked[0] if ranked and _selectivity(req.criteria[ranked[0]]) < _BROAD else None
+        for i, crit in enumerate(req.criteria):
+            self.correlate = i != drive
             where.append(self.criterion(types, crit, r))
+        self.correlate = False
         sort_cols = [self.sort_key(types or [], code, desc, r) for code, desc in req.sort]
         return Compiled(where, sort_cols)
 
@@ -165,6 +173,8 @@ class _Build:
         sub = sa.select(t.c.rid).where(_key(t, keys), sa.or_(*ors))
         if c.kind == "token" and c.modifier == "not":
             return r.c.rid.not_in(sub)
+        if self.correlate:
+            return sa.exists(sub.where(t.c.rid == r.c.rid))
         return r.c.rid.in_(sub)
 
     # -- per type ---------------------------------------------------------------------------------
@@ -524,11 +534,30 @@ _SORT_COLUMN: dict[str, Any] = {
 
 
 def local_refs(x: Any, base: str | None) -> ColumnElement[bool]:
-    """Rows of ``idx_ref`` alias ``x`` that point at this server: relative, or absolute under ``base``."""
+    """Rows of ``idx_ref`` alias ``x`` that point at this server: relative, or absolute under ``base``.
+
+    Written with functions on ``url`` on purpose: a plain ``url IS NULL`` lets the planner pick
+    the (param, url) index, under which every local reference of the parameter lies.
+    """
+    url = sa.func.coalesce(x.c.url, "")
     if not base:
-        return x.c.url.is_(None)
+        return url == ""
     prefix = base.rstrip("/") + "/"
-    return sa.or_(x.c.url.is_(None), sa.and_(x.c.url >= prefix, x.c.url < prefix + TOP))
+    return sa.or_(url == "", sa.func.substr(url, 1, len(prefix)) == prefix)
+
+
+#: criteria at or past this rank are never used to drive a query
+_BROAD = 6
+
+
+def _selectivity(c: Criterion) -> int:
+    """A rank of how few rows a criterion is likely to match (lower: fewer), without statistics."""
+    if c.kind == "_id" and c.modifier is None:
+        return 0
+    if c.modifier in ("missing", "not", "text", "contains") or c.chain is not None:
+        return 9
+    return {"reference": 1, "token": 2, "uri": 3, "string": 4, "composite": 5, "quantity": 6,
+            "number": 6, "date": 7, "_lastUpdated": 7}.get(c.kind, 9)
 
 
 def _number_bounds(text: str, original: str) -> tuple[float, float, float]:
