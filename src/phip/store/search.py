@@ -505,6 +505,9 @@ class _Build:
             raise bad_request(f"Cannot sort on {code!r}", expression="_sort")
         t = S.INDEX_TABLES[p.type].alias("s")
         col, kind = _SORT_COLUMN[p.type](t, desc)
+        # Wrapped so the planner cannot use a (param, value) index for MIN/MAX, which would walk
+        # every row of the parameter for each candidate; (rid, param) finds this row's few values.
+        col = col + 0 if kind in ("int", "float") else sa.func.coalesce(col, "")
         agg: Any = sa.func.max(col) if desc else sa.func.min(col)
         if p.type == "quantity":
             # an open Range end is ±infinity in the index: keep the key finite (a cursor is JSON)
