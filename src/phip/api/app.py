@@ -2,7 +2,7 @@
 
 Order (outermost first): Starlette's error middleware (any unhandled exception becomes
 an OperationOutcome 500, never a stack trace) → request-size limit → authentication
-for ``/fhir`` (all but ``/fhir/metadata``) → routes, whose errors (``FhirError``,
+for ``/fhir`` (all but ``/fhir/metadata``) → the read-by-id fast path → routes, whose errors (``FhirError``,
 parameter validation) are OperationOutcomes too.  ``/healthz`` and ``/docs`` are public.
 """
 
@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from phip import __version__
-from phip.api.middleware import Authenticate, BodyLimit
+from phip.api.middleware import Authenticate, BodyLimit, ReadFastPath
 from phip.fhir.errors import FhirError, Issue, outcome
 from phip.node.node import Node
 
@@ -71,6 +71,7 @@ def create_app(node: Node) -> FastAPI:
 
     app.include_router(fhir.router)
     # added last = outermost
+    app.add_middleware(ReadFastPath, store=node.store)
     app.add_middleware(Authenticate, tokens=node.tokens)
     app.add_middleware(BodyLimit, max_body=node.config.max_body_bytes)
     return app

@@ -112,3 +112,50 @@ class Authenticate:
             await self.app(scope, receive, send)
         finally:
             current_principal.reset(reset)
+
+
+class ReadFastPath:
+    """``GET /fhir/{Type}/{id}`` without parameters, answered without the router or a thread hop.
+
+    The read by id is the hottest request a node serves (document retrieval, other nodes'
+    look-ups). It is answered here, after authentication, with the same repository call,
+    headers and errors as the routed ``read`` (``phip.api.fhir.read``); everything else, and
+    reads with ``_summary``/``_elements`` or ``If-None-Match``, goes on to the router.
+    """
+
+    def __init__(self, app: ASGIApp, store: Any) -> None:
+        import re
+
+        from phip.fhir import definitions as defs
+
+        self.app = app
+        self.store = store
+        self.types = defs.resource_types()
+        self.path_re = re.compile(r"^/fhir/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("query_string"):
+            await self.app(scope, receive, send)
+            return
+        m = self.path_re.match(scope["path"])
+        if m is None or m.group(1) not in self.types or any(k == b"if-none-match" for k, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        from email.utils import formatdate
+
+        from phip.fhir.errors import FhirError
+
+        try:
+            row = self.store.repository().read(m.group(1), m.group(2))
+        except FhirError as e:
+            await send_outcome(send, e.status, e.issues[0], e.headers)
+            return
+        body = row.content or b""
+        headers = [
+            (b"content-type", b"application/fhir+json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"etag", row.etag.encode()),
+            (b"last-modified", formatdate(row.last_updated / 1_000_000, usegmt=True).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -120,7 +120,8 @@ def make_engine(url: str, *, pool_size: int = 8, query_timeout_ms: int = 30000) 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            if mode != "NONE":  # NONE: single-statement reads run in SQLite's autocommit mode
+                conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine, SQLiteDialect()
     if u.get_backend_name() == "postgresql":

@@ -157,13 +157,20 @@ class Store:
                 self._local.tx = None
 
     @contextmanager
-    def read_conn(self) -> Iterator[Connection]:
+    def read_conn(self, *, single: bool = False) -> Iterator[Connection]:
+        """A connection to read with (the open transaction's, if any).
+
+        ``single``: the caller runs one statement, which needs no explicit transaction
+        (SQLite then skips BEGIN and its rollback on release).
+        """
         existing: Tx | None = getattr(self._local, "tx", None)
         if existing is not None:
             existing.flush_pending()  # reads inside a transaction see its own writes
             yield existing.conn
             return
         with self.engine.connect() as conn:
+            if single:
+                conn = conn.execution_options(sqlite_begin="NONE")
             yield conn
 
 
@@ -271,8 +278,12 @@ class Repository:
 
     def read(self, rtype: str, rid: str) -> Row:
         self._check_type(rtype)
-        with self.store.read_conn() as conn:
-            rec = conn.execute(sa.select(*_ROW_COLS).where(R.c.type == rtype, R.c.id == rid)).first()
+        with self.store.read_conn(single=True) as conn:
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            rec = conn.exec_driver_sql(
+                "SELECT rid, type, id, version, last_updated, deleted, content FROM resources "
+                f"WHERE type = {mark} AND id = {mark}", (rtype, rid)
+            ).first()
         if rec is None:
             raise not_found(f"{rtype}/{rid} is not known")
         row = _row(rec)
