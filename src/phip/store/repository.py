@@ -496,22 +496,25 @@ class Repository:
                 tx.ref_checks.extend((f"{rtype}{e}", t, i) for e, t, i in local_references(doc))
         stored: Any = content.decode() if content is not None and self.store.dialect.name == "sqlite" else doc
         deleted = resource is None
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        bound = self._bind_content(stored)
         if existing_rid is None:
-            res = conn.execute(
-                R.insert().values(type=rtype, id=rid, version=version, last_updated=now, deleted=deleted,
-                                  content=stored).returning(R.c.rid)
-            )
-            row_id = int(res.scalar_one())
+            row_id = int(conn.exec_driver_sql(
+                "INSERT INTO resources (type, id, version, last_updated, deleted, content) "
+                f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark}, {mark}) RETURNING rid",
+                (rtype, rid, version, now, deleted, bound),
+            ).scalar_one())
         else:
             row_id = existing_rid
-            conn.execute(
-                R.update().where(R.c.rid == row_id).values(version=version, last_updated=now, deleted=deleted,
-                                                            content=stored)
+            conn.exec_driver_sql(
+                f"UPDATE resources SET version = {mark}, last_updated = {mark}, deleted = {mark}, content = {mark} "
+                f"WHERE rid = {mark}",
+                (version, now, deleted, bound, row_id),
             )
             tx.flush_pending()  # this resource's old index rows may still be queued
             for table in S.INDEX_TABLES.values():
                 conn.execute(table.delete().where(table.c.rid == row_id))
-        tx.pending_versions.append((row_id, version, rtype, rid, now, deleted, method, self._bind_content(stored)))
+        tx.pending_versions.append((row_id, version, rtype, rid, now, deleted, method, bound))
         if doc is not None:
             tx.pending_index[row_id] = (rtype, doc)
         tx.changes.append((row_id, rtype, rid, version, deleted, now))

@@ -591,4 +591,3 @@ def add_months(d: date, months: float) -> date:
     except ValueError:
         base = d.replace(year=d.year + y, month=m + 1, day=28)
     return base + timedelta(days=round((months - whole) * 30.44))
-
