@@ -21,7 +21,7 @@ from phip.node.node import Node, init_node
 DEMO_REGION = "510000"
 
 
-def prepare(data: Path, persons: int, seed: int, console: Console) -> Node:
+def prepare(data: Path, persons: int, seed: int, console: Console, years: int = 1) -> Node:
     """Create (or reuse) the demo node in ``data`` and load its synthetic region."""
     started = time.monotonic()
     if NodeConfig.path(data).exists():
@@ -38,8 +38,12 @@ def prepare(data: Path, persons: int, seed: int, console: Console) -> Node:
 
     region = data / "synthetic-region"
     if not (region / ".complete").exists():
-        console.print(f"generating a synthetic region of {persons:,} residents (seed {seed}) …")
-        synth_run(region, persons=persons, seed=seed, progress=True)
+        if region.exists():  # an interrupted generation: start it again
+            import shutil
+
+            shutil.rmtree(region)
+        console.print(f"generating a synthetic region of {persons:,} residents over {years} year(s) (seed {seed}) …")
+        synth_run(region, persons=persons, seed=seed, years=years, progress=True)
         (region / ".complete").write_text("ok")
     files = [f for f in collect([region]) if f.suffix == ".ndjson" and "truth" not in f.relative_to(region).parts]
     total = sum(f.stat().st_size for f in files)

@@ -201,6 +201,7 @@ def main() -> None:  # pragma: no cover
 def demo(
     data: Path = typer.Option(Path("demo-data"), "--data", help="Folder of the demo node"),
     persons: int = typer.Option(20000, "--persons", help="Residents in the synthetic region"),
+    years: int = typer.Option(1, "--years", help="Years of care history to generate"),
     seed: int = typer.Option(1, "--seed"),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8080, "--port"),
@@ -213,7 +214,7 @@ def demo(
 
     from phip.demo import banner, prepare
 
-    node = prepare(data, persons, seed, console)
+    node = prepare(data, persons, seed, console, years=years)
     banner(node, host, port, console)
     node.close()
     if no_serve:
