@@ -193,7 +193,10 @@ def main() -> None:
     ap.add_argument("--no-http", action="store_true")
     ap.add_argument("--explain", action="store_true", help="write SQL and plans to bench/out/")
     ap.add_argument("--only", default=None, help="substring: run only the matching queries")
+    ap.add_argument("--tag", default=None, help="suffix of the results file name (default: 'only' with --only)")
     a = ap.parse_args()
+    if a.only and not a.tag:
+        a.tag = "only"
 
     with common.node_for(a) as data:
         info = common.loaded_info(data) or {}
@@ -235,7 +238,8 @@ def main() -> None:
                 results["rss_idle_after"] = rss
                 print(f"\nserver RSS idle after the searches: {rss['total_mb']:.0f} MB (anon {rss['anon_mb']:.0f}, "
                       f"file-backed {rss['file_mb']:.0f})")
-        out = common.save(f"search_{info.get('backend')}_{info.get('resources')}.json", results)
+        tag = f"_{a.tag}" if a.tag else ""
+        out = common.save(f"search_{info.get('backend')}_{info.get('resources')}{tag}.json", results)
         print(f"results → {out}")
 
 

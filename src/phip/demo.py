@@ -51,8 +51,11 @@ def prepare(data: Path, persons: int, seed: int, console: Console, years: int = 
                   console=console) as progress:
         task = progress.add_task("import", total=total)
         imp = Importer(node.store, on_progress=lambda n: progress.advance(task, n))
-        for f in files:
-            imp.import_file(f)
+        try:
+            for f in files:
+                imp.import_file(f)
+        finally:
+            imp.close()
     rep = imp.report
     console.print(f"imported {rep.loaded:,} resources from {len(files)} files; rejected {len(rep.rejected)}")
     for r in rep.rejected[:20]:

@@ -118,3 +118,26 @@ def test_export_writes_ndjson_per_type(node: Any, tmp_path: Path) -> None:
     r = runner.invoke(app, ["export", "--data", str(node.data), "--out", str(tmp_path / "o3"),
                             "--since", "2999-01-01"])
     assert r.exit_code == 0 and not list((tmp_path / "o3").iterdir())
+
+
+def test_parallel_import_path_matches_serial(node: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation and indexing in the worker process give the same store as the serial path."""
+    monkeypatch.setattr(loader, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(loader, "BATCH", 7)
+    f = tmp_path / "mixed.ndjson"
+    rows = [orjson.dumps({k: v for k, v in _patient(i).items() if k != "id"}) for i in range(30)]
+    rows[5] = orjson.dumps({**_patient(99), "gender": "x"})
+    rows[11] = b"{nope"
+    f.write_bytes(b"\n".join(rows) + b"\n")
+    imp = Importer(node.store)
+    try:
+        imp.import_file(f)
+    finally:
+        imp.close()
+    assert imp.report.loaded == 28
+    rejected = [(r.line, r.reason.split(":")[0]) for r in imp.report.rejected]
+    assert rejected == [(6, "Patient.gender"), (12, "not valid JSON")]
+    repo = node.store.repository()
+    # the index rows came from the worker: searches find the loaded resources
+    assert len(repo.search(repo.parser().parse("Patient", [("family", "样"), ("_count", "100")])).rows) == 28
+    assert len(repo.search(repo.parser().parse("Patient", [("gender", "male"), ("_count", "100")])).rows) == 15

@@ -133,8 +133,11 @@ def import_(
     with progress:
         task = progress.add_task("import", total=total)
         imp = Importer(node.store, on_progress=lambda n: progress.advance(task, n))
-        for f in files:
-            imp.import_file(f)
+        try:
+            for f in files:
+                imp.import_file(f)
+        finally:
+            imp.close()
     rep = imp.report
     table = Table(title="import")
     table.add_column("type")

@@ -15,8 +15,11 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from phip.core.hooks import Point, WriteEvent
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import now_us, to_instant
 from phip.fhir.errors import FhirError
+from phip.fhir.search.extract import index_resource
 from phip.fhir.validation import validate
 from phip.store import schema as S
 from phip.store.repository import (
@@ -41,6 +45,8 @@ from phip.store.repository import (
 )
 
 BATCH = 1000
+#: NDJSON files at least this big are validated and indexed in a worker process, in parallel
+PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -80,8 +86,11 @@ def _job_key(path: Path) -> str:
 
 
 class Importer:
-    def __init__(self, store: Store, *, on_progress: Callable[[int], None] | None = None) -> None:
+    def __init__(self, store: Store, *, on_progress: Callable[[int], None] | None = None,
+                 parallel: bool = True) -> None:
         self.store = store
+        self.parallel = parallel
+        self._executor: ProcessPoolExecutor | None = None
         self.repo: Repository = store.repository()
         self.on_progress = on_progress
         self.report = ImportReport()
@@ -117,8 +126,22 @@ class Importer:
             self._json(path, key)
 
     def _ndjson(self, path: Path, key: str, done: int) -> None:
+        parallel = self.parallel and path.stat().st_size >= PARALLEL_MIN_BYTES and not self.store.hooks.has(
+            Point.BEFORE_WRITE)  # a hook may change a resource after its index was prepared
+        pending: deque[tuple[Future[list[Prepared]], int, bool]] = deque()
         batch: list[tuple[int, bytes]] = []
         last = 0
+
+        def flush(lines: list[tuple[int, bytes]], upto: int, final: bool) -> None:
+            if not parallel:
+                self._load_batch(path, key, lines, upto, final)
+                return
+            # validation and indexing run in a worker process while this one writes the batch before
+            pending.append((self._pool().submit(prepare_lines, lines, self.store.settings.validate), upto, final))
+            while len(pending) > (0 if final else 1):
+                fut, up, fin = pending.popleft()
+                self._load_batch(path, key, [], up, fin, fut.result())
+
         with path.open("rb") as f:
             for lineno, line in enumerate(f, start=1):
                 if self.on_progress:
@@ -131,9 +154,20 @@ class Importer:
                     continue
                 batch.append((lineno, line))
                 if len(batch) >= BATCH:
-                    self._load_batch(path, key, batch, lineno, False)
+                    flush(batch, lineno, False)
                     batch = []
-        self._load_batch(path, key, batch, last, True)
+        flush(batch, last, True)
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the worker process (if one was started)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def _json(self, path: Path, key: str) -> None:
         raw = path.read_bytes()
@@ -178,19 +212,19 @@ class Importer:
 
     # -- the fast path ------------------------------------------------------------------------------------
     def _load_batch(self, path: Path, key: str, batch: list[tuple[int, bytes]], last_line: int,
-                    final: bool) -> None:
+                    final: bool, prepared: list[Prepared] | None = None) -> None:
         fname = str(path)
         good: list[tuple[int, dict[str, Any]]] = []
-        for lineno, line in batch:
-            try:
-                res = orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                self.report.rejected.append(Rejected(fname, lineno, f"not valid JSON: {e}"))
-                continue
-            reason = self._check(res)
+        indexes: dict[int, Any] = {}  # id(resource) -> its index rows, when prepared by the worker
+        for lineno, reason, line, ix in prepared if prepared is not None else prepare_lines(batch, None):
+            res = orjson.loads(line) if reason is None else None
+            if reason is None and prepared is None:
+                reason = check_resource(res, self.store.settings.validate)
             if reason:
                 self.report.rejected.append(Rejected(fname, lineno, reason))
                 continue
+            if ix is not None:
+                indexes[id(res)] = ix
             good.append((lineno, res))
         with self.store.write_tx() as tx:
             conn = tx.conn
@@ -221,25 +255,11 @@ class Importer:
                 if k2[1]:
                     seen.add(k2)
                 fresh.append((lineno, res))
-            self._insert_new(tx, fresh)
+            self._insert_new(tx, fresh, indexes)
             self._checkpoint(conn, key, path, last_line, final)
 
-    def _check(self, res: Any) -> str | None:
-        if not isinstance(res, dict):
-            return "a line must hold one JSON object (a FHIR resource)"
-        rtype = res.get("resourceType")
-        if rtype not in defs.resource_types():
-            return f"unknown resourceType {rtype!r}"
-        rid = res.get("id")
-        if rid is not None and (not isinstance(rid, str) or not ID_RE.match(rid)):
-            return f"{rtype}.id {rid!r} is not a valid id"
-        if self.store.settings.validate:
-            errors = [i for i in validate(res) if i.severity in ("error", "fatal")]
-            if errors:
-                return "; ".join(f"{i.expression}: {i.diagnostics}" for i in errors[:5])
-        return None
-
-    def _insert_new(self, tx: Any, fresh: list[tuple[int, dict[str, Any]]]) -> None:
+    def _insert_new(self, tx: Any, fresh: list[tuple[int, dict[str, Any]]],
+                    indexes: dict[int, Any] | None = None) -> None:
         if not fresh:
             return
         conn = tx.conn
@@ -247,7 +267,10 @@ class Importer:
         instant = to_instant(now)
         sqlite = self.store.dialect.name == "sqlite"
         docs: list[tuple[str, str, dict[str, Any], Any]] = []
+        pre: dict[int, Any] = {}  # position in docs -> prepared index rows
         for _lineno, res in fresh:
+            if indexes and id(res) in indexes:
+                pre[len(docs)] = indexes[id(res)]
             rtype = res["resourceType"]
             rid = res.get("id") or str(uuid.uuid4())
             meta = dict(res.get("meta") or {})
@@ -271,7 +294,8 @@ class Importer:
         executemany(conn, S.resource_versions, VERSION_COLUMNS,
                     [(rid_, 1, t, i, now, False, "POST", c)
                      for rid_, (t, i, _d, _s), c in zip(rids, docs, contents, strict=True)])
-        insert_index_rows(conn, {rid_: (t, d) for rid_, (t, _i, d, _s) in zip(rids, docs, strict=True)})
+        insert_index_rows(conn, {rid_: (t, d) for rid_, (t, _i, d, _s) in zip(rids, docs, strict=True)},
+                          {rids[k]: ix for k, ix in pre.items()})
         tx.changes.extend((rid_, t, i, 1, False, now) for rid_, (t, i, _d, _s) in zip(rids, docs, strict=True))
         if self.store.hooks.has(Point.AFTER_WRITE):
             for t, i, d, _s in docs:
@@ -279,6 +303,47 @@ class Importer:
         self.report.loaded += len(docs)
         for t, _i, _d, _s in docs:
             self.report.by_type[t] = self.report.by_type.get(t, 0) + 1
+
+
+#: (line number, rejection reason or None, the line, its index rows or None)
+Prepared = tuple[int, str | None, bytes, Any]
+
+
+def check_resource(res: Any, validate_it: bool) -> str | None:
+    """Why a parsed line cannot be loaded, or None."""
+    if not isinstance(res, dict):
+        return "a line must hold one JSON object (a FHIR resource)"
+    rtype = res.get("resourceType")
+    if rtype not in defs.resource_types():
+        return f"unknown resourceType {rtype!r}"
+    rid = res.get("id")
+    if rid is not None and (not isinstance(rid, str) or not ID_RE.match(rid)):
+        return f"{rtype}.id {rid!r} is not a valid id"
+    if validate_it:
+        errors = [i for i in validate(res) if i.severity in ("error", "fatal")]
+        if errors:
+            return "; ".join(f"{i.expression}: {i.diagnostics}" for i in errors[:5])
+    return None
+
+
+def prepare_lines(lines: list[tuple[int, bytes]], validate_it: bool | None) -> list[Prepared]:
+    """Parse, check and index a batch of lines (run in the worker process on the parallel path).
+
+    ``validate_it`` None: only parse (the caller checks and indexes itself).
+    """
+    out: list[Prepared] = []
+    for lineno, line in lines:
+        try:
+            res = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            out.append((lineno, f"not valid JSON: {e}", line, None))
+            continue
+        if validate_it is None:
+            out.append((lineno, None, line, None))
+            continue
+        reason = check_resource(res, validate_it)
+        out.append((lineno, reason, line, None if reason else index_resource(res)))
+    return out
 
 
 def _reason(e: FhirError) -> str:

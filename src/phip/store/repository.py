@@ -787,14 +787,20 @@ _INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any]]]) -> None:
-    """Insert the search index rows of many resources (rid → (type, resource)) in bulk."""
+def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any]]],
+                      prepared: dict[int, Any] | None = None) -> None:
+    """Insert the search index rows of many resources (rid → (type, resource)) in bulk.
+
+    ``prepared``: rid → index rows already computed (by the importer's worker process).
+    """
     out: dict[str, list[tuple[Any, ...]]] = {k: [] for k in S.INDEX_TABLES}
     strings, tokens, dates, refs = out["string"], out["token"], out["date"], out["reference"]
     quantities, numbers, uris = out["quantity"], out["number"], out["uri"]
     pk = S.param_key
     for row_id, (rtype, doc) in docs.items():
-        ix = index_resource(doc)
+        ix = prepared.get(row_id) if prepared else None
+        if ix is None:
+            ix = index_resource(doc)
         strings.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.strings)
         tokens.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.tokens)
         dates.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.dates)
