@@ -339,6 +339,7 @@ def main() -> None:
     ap.add_argument("--bundle-clients", default="1,4",
                     help="comma-separated numbers of concurrent clients (the bundles are split between them)")
     ap.add_argument("--ids", type=int, default=20_000, help="how many random ids to read from")
+    ap.add_argument("--tag", default=None, help="suffix of the results file name")
     ap.add_argument("--profile", action="store_true",
                     help="also cProfile the server over reads and over bundles (needs wrk; bench/out/profile_*.txt)")
     ap.add_argument("--profile-only", action="store_true", help="only the profiles")
@@ -404,11 +405,12 @@ def main() -> None:
                           f"{r['server_cpu_s']:.1f}s, client {r['client_cpu_s']:.1f}s) — target ≥ {READ_TARGET:,}/s "
                           f"p99 < {READ_P99_MS:.0f} ms: {'MET' if ok else 'NOT MET'}", flush=True)
                 chunk = bundles_all[wi * a.bundles : (wi + 1) * a.bundles]
-                post_bundles(srv, chunk[:10], token, 1)  # warm-up
+                if chunk:
+                    post_bundles(srv, chunk[:10], token, 1)  # warm-up
                 chunk = chunk[10:]
                 per = len(chunk) // len(bclients)
                 run["bundles"] = []
-                for k, nc in enumerate(bclients):
+                for k, nc in enumerate(bclients if per else []):
                     b = post_bundles(srv, chunk[k * per : (k + 1) * per], token, nc)
                     run["bundles"].append(b)
                     print(f"transaction bundles of 20, {nc} client(s): {b['bundles_per_s']:,.1f} bundles/s "
@@ -424,7 +426,8 @@ def main() -> None:
                 print(f"RSS idle after the load: {fmt_rss(run['rss_idle_after'])} — target < 500 MB: "
                       f"{'MET' if run['rss_idle_after']['total_mb'] < 500 else 'NOT MET'}", flush=True)
                 results["runs"].append(run)
-        out = common.save(f"http_{info.get('backend')}_{info.get('resources')}.json", results)
+        tag = f"_{a.tag}" if a.tag else ""
+        out = common.save(f"http_{info.get('backend')}_{info.get('resources')}{tag}.json", results)
         print(f"\nresults → {out}")
 
 

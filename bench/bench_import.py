@@ -152,7 +152,7 @@ def profile_import(backend: str, src: Path, work: Path, n: int, top: int = 15) -
     try:
         prof = cProfile.Profile()
         prof.enable()
-        rep, dt = common.import_dir(node, sample)
+        rep, dt = common.import_dir(node, sample, parallel=False)
         prof.disable()
         node.close()
     finally:
@@ -162,7 +162,9 @@ def profile_import(backend: str, src: Path, work: Path, n: int, top: int = 15) -
         sample.rmdir()
     buf = io.StringIO()
     buf.write(f"cProfile of the import of {rep.loaded:,} resources ({backend}): {dt:.1f}s under the profiler "
-              f"({rep.loaded / dt:,.0f}/s; the profiler roughly doubles the time)\n\n")
+              f"({rep.loaded / dt:,.0f}/s; the profiler roughly doubles the time). Run with "
+              f"Importer(parallel=False) so that validation and indexing, which the parallel path does in a "
+              f"worker process, show up in this one profile.\n\n")
     st = pstats.Stats(prof, stream=buf)
     st.strip_dirs()
     buf.write(f"== top {top} by cumulative time ==\n")
@@ -183,6 +185,8 @@ def main() -> None:
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--profile-resources", type=int, default=20_000)
     ap.add_argument("--skip-floors", action="store_true", help="only the import (for quick re-runs)")
+    ap.add_argument("--serial-too", action="store_true",
+                    help="also import with Importer(parallel=False) (validation and indexing in this process)")
     a = ap.parse_args()
 
     from phip.importer.loader import BATCH
@@ -216,11 +220,13 @@ def main() -> None:
         node.close()
         rate = rep.loaded / dt
         res["import"] = {"n": rep.loaded, "s": dt, "rate": rate, "rejected": len(rep.rejected),
-                         "cpu_s": cpu["cpu_s"], "loadavg_before": la0, "loadavg_after": common.loadavg(),
-                         "by_type": rep.by_type}
+                         "cpu_s": cpu["cpu_s"], "worker_cpu_s": cpu["worker_cpu_s"], "loadavg_before": la0,
+                         "loadavg_after": common.loadavg(), "by_type": rep.by_type}
         print(f"import         (phip import: validate+index+feed)  {rate:>10,.0f} resources/s  ({dt:.1f}s; "
               f"loaded {rep.loaded:,}, rejected {len(rep.rejected)})", flush=True)
-        print(f"  importer process CPU {cpu['cpu_s']:.1f}s ({rep.loaded / cpu['cpu_s']:,.0f} resources per CPU-second"
+        all_cpu = cpu["cpu_s"] + cpu["worker_cpu_s"]
+        print(f"  importer CPU {cpu['cpu_s']:.1f}s + worker processes {cpu['worker_cpu_s']:.1f}s = {all_cpu:.1f}s "
+              f"({rep.loaded / all_cpu:,.0f} resources per CPU-second"
               f"{'' if a.backend == 'sqlite' else ', PostgreSQL server CPU not included'}); "
               f"load average {la0:.1f} → {common.loadavg():.1f}", flush=True)
         for r in rep.rejected[:5]:
@@ -235,6 +241,19 @@ def main() -> None:
     finally:
         if not a.keep:
             common.drop_node(node_dir)
+
+    if a.serial_too:
+        node_dir2 = work / f"node-import-serial-{a.backend}"
+        node = common.create_node(a.backend, node_dir2)
+        try:
+            cpu2: dict[str, float] = {}
+            rep2, dt2 = common.import_dir(node, src, cpu2, parallel=False)
+            node.close()
+        finally:
+            common.drop_node(node_dir2)
+        res["import_serial"] = {"n": rep2.loaded, "s": dt2, "rate": rep2.loaded / dt2, "cpu_s": cpu2["cpu_s"]}
+        print(f"import, serial (Importer(parallel=False): one process) {rep2.loaded / dt2:>7,.0f} resources/s  "
+              f"({dt2:.1f}s; CPU {cpu2['cpu_s']:.1f}s, {rep2.loaded / cpu2['cpu_s']:,.0f} per CPU-second)", flush=True)
 
     target = TARGET[a.backend]
     imp = res["import"]["rate"]

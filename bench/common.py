@@ -194,11 +194,16 @@ def open_node(data: Path, pool_size: int = 8) -> Any:
     return Node.open(data, pool_size=pool_size, migrate=False)
 
 
-def import_dir(node: Any, src: Path, cpu: dict[str, float] | None = None) -> tuple[Any, float]:
+def import_dir(node: Any, src: Path, cpu: dict[str, float] | None = None,
+               parallel: bool | None = None) -> tuple[Any, float]:
     """Run the bulk import fast path (``phip import``) over every file of ``src``; returns (report, seconds).
 
-    ``cpu``, when given, receives this process's CPU seconds for the import (``process_time``).
+    ``cpu``, when given, receives the CPU seconds of this process (``cpu_s``) and of its child
+    processes (``worker_cpu_s``: the importer's validation/indexing worker, if it starts one).
+    ``parallel`` is passed to ``Importer`` when given (``False``: everything in this process).
     """
+    import inspect
+
     from phip.importer.loader import Importer, collect
 
     files = [f for f in collect([src]) if f.suffix == ".ndjson"]
@@ -214,14 +219,50 @@ def import_dir(node: Any, src: Path, cpu: dict[str, float] | None = None) -> tup
             print(f"  … {state['bytes'] / total:4.0%} of the bytes, {done:,} resources in {dt:.0f}s "
                   f"({done / max(dt, 1e-9):,.0f}/s), load average {loadavg():.1f}", flush=True)
 
-    imp = Importer(node.store, on_progress=progress if total > 50_000_000 else None)
+    kw: dict[str, Any] = {"on_progress": progress if total > 50_000_000 else None}
+    if parallel is not None and "parallel" in inspect.signature(Importer).parameters:
+        kw["parallel"] = parallel
+    imp = Importer(node.store, **kw)
+    kids0 = descendants_cpu()
     t = time.perf_counter()
     c = time.process_time()
-    for f in files:
-        imp.import_file(f)
-    if cpu is not None:
-        cpu["cpu_s"] = time.process_time() - c
-    return imp.report, time.perf_counter() - t
+    try:
+        for f in files:
+            imp.import_file(f)
+        dt = time.perf_counter() - t
+        if cpu is not None:
+            cpu["cpu_s"] = time.process_time() - c
+            cpu["worker_cpu_s"] = descendants_cpu() - kids0
+    finally:
+        close = getattr(imp, "close", None)
+        if close is not None:
+            close()
+    return imp.report, dt
+
+
+def descendants_cpu() -> float:
+    """CPU seconds (user + system) so far of this process's live descendants (from /proc)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(d.name)] = int(f[1])
+        cpu[int(d.name)] = (int(f[11]) + int(f[12])) / tck
+    me = os.getpid()
+    total = 0.0
+    for pid in parent:
+        p = parent.get(pid)
+        while p and p != me and p != 1:
+            p = parent.get(p)
+        if p == me:
+            total += cpu[pid]
+    return total
 
 
 def loadavg() -> float:

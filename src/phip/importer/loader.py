@@ -47,6 +47,8 @@ from phip.store.repository import (
 BATCH = 1000
 #: NDJSON files at least this big are validated and indexed in a worker process, in parallel
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
+#: SQLite page cache of the importing connection (KiB); the server's connections keep 256 MiB
+IMPORT_CACHE_KIB = 2 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -228,6 +230,9 @@ class Importer:
             good.append((lineno, res))
         with self.store.write_tx() as tx:
             conn = tx.conn
+            if self.store.dialect.name == "sqlite":
+                # a large load inserts all over big index B-trees: give this connection a page cache to match
+                conn.exec_driver_sql(f"PRAGMA cache_size=-{IMPORT_CACHE_KIB}")
             keys = [(r["resourceType"], r["id"]) for _, r in good if r.get("id")]
             existing: set[tuple[str, str]] = set()
             for k in range(0, len(keys), 500):
