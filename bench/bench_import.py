@@ -28,6 +28,7 @@ import argparse
 import cProfile
 import io
 import itertools
+import os
 import pstats
 import sys
 import time
@@ -67,10 +68,10 @@ def storage_floor(backend: str, files: list[Path], work: Path, batch: int) -> tu
     """executemany of (type, id, content) rows into one unindexed table; only insert+commit timed."""
     from phip.store.db import make_engine
 
-    floor_dir = work / "floor"
+    floor_dir = work / f"floor-{os.getpid()}"
     common.drop_node(floor_dir)
     floor_dir.mkdir(parents=True)
-    dbname = common.PG_PREFIX + "floor"
+    dbname = f"{common.PG_PREFIX}floor_{os.getpid()}"
     if backend == "sqlite":
         url = f"sqlite:///{floor_dir}/floor.db"
     else:
@@ -134,7 +135,7 @@ def components(files: list[Path], k: int) -> dict[str, float]:
 
 def profile_import(backend: str, src: Path, work: Path, n: int, top: int = 15) -> str:
     """cProfile the import of the first ``n`` resources (in another fresh node); a text report."""
-    sample = work / f"profile-sample-{n}"
+    sample = work / f"profile-sample-{n}-{os.getpid()}"
     sample.mkdir(parents=True, exist_ok=True)
     # the same mix: the first n lines of the load, split by type as the generator writes them
     for old in sample.glob("*.ndjson"):
@@ -147,7 +148,7 @@ def profile_import(backend: str, src: Path, work: Path, n: int, top: int = 15) -
         files[t].write(orjson.dumps(res) + b"\n")
     for fh in files.values():
         fh.close()
-    node_dir = work / f"node-profile-{backend}"
+    node_dir = work / f"node-profile-{backend}-{os.getpid()}"
     node = common.create_node(backend, node_dir)
     try:
         prof = cProfile.Profile()
@@ -211,7 +212,7 @@ def main() -> None:
         print(f"storage floor  (executemany into 1 unindexed table) {n / dt:>10,.0f} resources/s  ({dt:.1f}s)",
               flush=True)
 
-    node_dir = a.keep or work / f"node-import-{a.backend}"
+    node_dir = a.keep or work / f"node-import-{a.backend}-{os.getpid()}"
     node = common.create_node(a.backend, node_dir)
     try:
         cpu: dict[str, float] = {}
@@ -243,7 +244,7 @@ def main() -> None:
             common.drop_node(node_dir)
 
     if a.serial_too:
-        node_dir2 = work / f"node-import-serial-{a.backend}"
+        node_dir2 = work / f"node-import-serial-{a.backend}-{os.getpid()}"
         node = common.create_node(a.backend, node_dir2)
         try:
             cpu2: dict[str, float] = {}
