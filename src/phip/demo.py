@@ -13,7 +13,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from phip.node.config import NodeConfig
 from phip.node.node import Node, init_node
@@ -33,7 +32,8 @@ def prepare(data: Path, persons: int, seed: int, console: Console, years: int = 
     marker = data / ".demo-loaded"
     if marker.exists():
         return node
-    from phip.importer.loader import Importer, collect
+    from phip.importer.console import import_files
+    from phip.importer.loader import collect
     from phip.synth import run as synth_run
 
     region = data / "synthetic-region"
@@ -46,17 +46,7 @@ def prepare(data: Path, persons: int, seed: int, console: Console, years: int = 
         synth_run(region, persons=persons, seed=seed, years=years, progress=True)
         (region / ".complete").write_text("ok")
     files = [f for f in collect([region]) if f.suffix == ".ndjson" and "truth" not in f.relative_to(region).parts]
-    total = sum(f.stat().st_size for f in files)
-    with Progress(TextColumn("[bold]import"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  console=console) as progress:
-        task = progress.add_task("import", total=total)
-        imp = Importer(node.store, on_progress=lambda n: progress.advance(task, n))
-        try:
-            for f in files:
-                imp.import_file(f)
-        finally:
-            imp.close()
-    rep = imp.report
+    rep = import_files(node.store, files, console)
     console.print(f"imported {rep.loaded:,} resources from {len(files)} files; rejected {len(rep.rejected)}")
     for r in rep.rejected[:20]:
         console.print(f"  [yellow]rejected[/] {r.file}:{r.line}: {r.reason}")

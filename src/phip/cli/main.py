@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from phip.node.config import NodeError
@@ -119,7 +119,8 @@ def import_(
     paths: list[Path] = typer.Argument(..., help="NDJSON or Bundle JSON files, or folders of them"),
 ) -> None:
     """Load NDJSON and Bundle files (resumable; reports every rejected line)."""
-    from phip.importer.loader import Importer, collect
+    from phip.importer.console import import_files
+    from phip.importer.loader import collect
 
     node = _open(data)
     try:
@@ -127,18 +128,7 @@ def import_(
     except FileNotFoundError as e:
         _fail(str(e))
         return
-    total = sum(f.stat().st_size for f in files)
-    progress = Progress(TextColumn("[bold]import"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                        TimeRemainingColumn(), console=console, transient=False, disable=not files)
-    with progress:
-        task = progress.add_task("import", total=total)
-        imp = Importer(node.store, on_progress=lambda n: progress.advance(task, n))
-        try:
-            for f in files:
-                imp.import_file(f)
-        finally:
-            imp.close()
-    rep = imp.report
+    rep = import_files(node.store, files, console)
     table = Table(title="import")
     table.add_column("type")
     table.add_column("loaded", justify="right")
