@@ -221,7 +221,8 @@ def main() -> None:
         node.close()
         rate = rep.loaded / dt
         res["import"] = {"n": rep.loaded, "s": dt, "rate": rate, "rejected": len(rep.rejected),
-                         "cpu_s": cpu["cpu_s"], "worker_cpu_s": cpu["worker_cpu_s"], "loadavg_before": la0,
+                         "cpu_s": cpu["cpu_s"], "worker_cpu_s": cpu["worker_cpu_s"], "sql_s": cpu["sql_s"],
+                         "sql_statements": cpu["sql_statements"], "loadavg_before": la0,
                          "loadavg_after": common.loadavg(), "by_type": rep.by_type}
         print(f"import         (phip import: validate+index+feed)  {rate:>10,.0f} resources/s  ({dt:.1f}s; "
               f"loaded {rep.loaded:,}, rejected {len(rep.rejected)})", flush=True)
@@ -230,6 +231,8 @@ def main() -> None:
               f"({rep.loaded / all_cpu:,.0f} resources per CPU-second"
               f"{'' if a.backend == 'sqlite' else ', PostgreSQL server CPU not included'}); "
               f"load average {la0:.1f} → {common.loadavg():.1f}", flush=True)
+        print(f"  time inside SQL statements (executemany counted once, COMMIT not included): {cpu['sql_s']:.1f}s "
+              f"of {dt:.1f}s ({cpu['sql_s'] / dt:.0%}; {cpu['sql_statements']:,} statements)", flush=True)
         for r in rep.rejected[:5]:
             print(f"  REJECTED {r.file}:{r.line}: {r.reason}")
         if a.keep:

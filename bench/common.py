@@ -199,7 +199,9 @@ def import_dir(node: Any, src: Path, cpu: dict[str, float] | None = None,
     """Run the bulk import fast path (``phip import``) over every file of ``src``; returns (report, seconds).
 
     ``cpu``, when given, receives the CPU seconds of this process (``cpu_s``) and of its child
-    processes (``worker_cpu_s``: the importer's validation/indexing worker, if it starts one).
+    processes (``worker_cpu_s``: the importer's validation/indexing worker, if it starts one), and
+    the wall time spent inside SQL statements (``sql_s``, ``sql_statements``: executemany calls
+    count once; COMMIT is not a statement and is not included).
     ``parallel`` is passed to ``Importer`` when given (``False``: everything in this process).
     """
     import inspect
@@ -223,6 +225,21 @@ def import_dir(node: Any, src: Path, cpu: dict[str, float] | None = None,
     if parallel is not None and "parallel" in inspect.signature(Importer).parameters:
         kw["parallel"] = parallel
     imp = Importer(node.store, **kw)
+    sql = {"s": 0.0, "n": 0}
+    starts: list[float] = []
+
+    def before(*_a: Any) -> None:
+        starts.append(time.perf_counter())
+
+    def after(*_a: Any) -> None:
+        if starts:
+            sql["s"] += time.perf_counter() - starts.pop()
+            sql["n"] += 1
+
+    import sqlalchemy as sa
+
+    sa.event.listen(node.store.engine, "before_cursor_execute", before)
+    sa.event.listen(node.store.engine, "after_cursor_execute", after)
     kids0 = descendants_cpu()
     t = time.perf_counter()
     c = time.process_time()
@@ -233,7 +250,12 @@ def import_dir(node: Any, src: Path, cpu: dict[str, float] | None = None,
         if cpu is not None:
             cpu["cpu_s"] = time.process_time() - c
             cpu["worker_cpu_s"] = descendants_cpu() - kids0
+        if cpu is not None:
+            cpu["sql_s"] = sql["s"]
+            cpu["sql_statements"] = sql["n"]
     finally:
+        sa.event.remove(node.store.engine, "before_cursor_execute", before)
+        sa.event.remove(node.store.engine, "after_cursor_execute", after)
         close = getattr(imp, "close", None)
         if close is not None:
             close()
