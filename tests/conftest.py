@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from phip.capabilities import load_tables
 from phip.store import schema as S
+
+load_tables()  # every capability's tables are on S.metadata (emptied between tests, compared with migrations)
 
 PG_ADMIN = os.environ.get("PHIP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgresql"]

@@ -7,7 +7,10 @@ from typing import Any
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from phip.capabilities import load_tables
 from phip.store.schema import metadata
+
+load_tables()
 
 
 def test_migrations_match_the_metadata(store: Any) -> None:

@@ -69,6 +69,12 @@ def create_app(node: Node) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return oo_response(500, [Issue("error", "exception", "Internal server error", None, "PHIP-1500")])
 
+    # capability routes first: their operations (``/fhir/Patient/$match``…) must win over the
+    # generic ``/fhir/{type}/{id}`` routes
+    for cap in node.capabilities:
+        if cap.routers is not None:
+            for router in cap.routers():
+                app.include_router(router)
     app.include_router(fhir.router)
     # added last = outermost
     app.add_middleware(ReadFastPath, store=node.store)

@@ -178,6 +178,12 @@ def _register_capabilities() -> None:
     from phip.synth.cli import synth
 
     app.command("synth", help="Generate a synthetic Chinese region as FHIR NDJSON, with its ground truth.")(synth)
+    from phip import capabilities
+
+    for cap in capabilities.load():
+        if cap.cli is not None:
+            for name, group in cap.cli().items():
+                app.add_typer(group, name=name)
 
 
 _register_capabilities()

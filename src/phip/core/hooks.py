@@ -20,6 +20,10 @@ class Point(StrEnum):
     BEFORE_WRITE = "before_write"
     #: after a resource is stored in the open transaction: ``fn(tx, event: WriteEvent)``
     AFTER_WRITE = "after_write"
+    #: once at the end of a ``phip import`` run, after its last commit:
+    #: ``fn(store, loaded: dict[str, int])`` (resource type → count); for hooks registered with
+    #: ``on_import=False``, which do their work for imported data here, in a batch
+    AFTER_IMPORT = "after_import"
 
 
 @dataclass(slots=True)
@@ -32,14 +36,17 @@ class WriteEvent:
 
 
 class Hooks:
+    """Registered functions per point.  ``on_import=False`` leaves a function out of the
+    per-resource calls made by ``phip import`` (it catches up at ``AFTER_IMPORT``)."""
+
     def __init__(self) -> None:
-        self._fns: dict[Point, list[Callable[..., Any]]] = {p: [] for p in Point}
+        self._fns: dict[Point, list[tuple[Callable[..., Any], bool]]] = {p: [] for p in Point}
 
-    def register(self, point: Point, fn: Callable[..., Any]) -> None:
-        self._fns[point].append(fn)
+    def register(self, point: Point, fn: Callable[..., Any], *, on_import: bool = True) -> None:
+        self._fns[point].append((fn, on_import))
 
-    def fire(self, point: Point, *args: Any) -> list[Any]:
-        return [fn(*args) for fn in self._fns[point]]
+    def fire(self, point: Point, *args: Any, importing: bool = False) -> list[Any]:
+        return [fn(*args) for fn, on_import in self._fns[point] if on_import or not importing]
 
-    def has(self, point: Point) -> bool:
-        return bool(self._fns[point])
+    def has(self, point: Point, *, importing: bool = False) -> bool:
+        return any(on_import or not importing for _fn, on_import in self._fns[point])

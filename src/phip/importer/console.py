@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from phip.core.hooks import Point
 from phip.importer.loader import Importer, ImportReport
 from phip.store.repository import Store
 
@@ -24,4 +25,7 @@ def import_files(store: Store, files: list[Path], console: Console) -> ImportRep
                 imp.import_file(f)
         finally:
             imp.close()
+    if store.hooks.has(Point.AFTER_IMPORT):
+        console.print("[bold]import[/] batch phase (master index, quality, …)")
+        imp.finish()
     return imp.report

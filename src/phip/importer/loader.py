@@ -129,7 +129,7 @@ class Importer:
 
     def _ndjson(self, path: Path, key: str, done: int) -> None:
         parallel = self.parallel and path.stat().st_size >= PARALLEL_MIN_BYTES and not self.store.hooks.has(
-            Point.BEFORE_WRITE)  # a hook may change a resource after its index was prepared
+            Point.BEFORE_WRITE, importing=True)  # a hook may change a resource after its index was prepared
         pending: deque[tuple[Future[list[Prepared]], int, bool]] = deque()
         batch: list[tuple[int, bytes]] = []
         last = 0
@@ -164,6 +164,11 @@ class Importer:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
         return self._executor
+
+    def finish(self) -> None:
+        """The batch phase: capabilities that left imported resources for later (``on_import=False``)
+        catch up now, before ``phip import`` returns."""
+        self.store.hooks.fire(Point.AFTER_IMPORT, self.store, dict(self.report.by_type))
 
     def close(self) -> None:
         """Stop the worker process (if one was started)."""
@@ -285,7 +290,7 @@ class Importer:
             for k, v in res.items():
                 if k not in doc:
                     doc[k] = v
-            self.store.hooks.fire(Point.BEFORE_WRITE, tx, rtype, doc, "POST")
+            self.store.hooks.fire(Point.BEFORE_WRITE, tx, rtype, doc, "POST", importing=True)
             stored: Any = orjson.dumps(doc).decode() if sqlite else doc
             docs.append((rtype, rid, doc, stored))
             if self.store.settings.reference_integrity == "strict":
@@ -302,9 +307,9 @@ class Importer:
         insert_index_rows(conn, {rid_: (t, d) for rid_, (t, _i, d, _s) in zip(rids, docs, strict=True)},
                           {rids[k]: ix for k, ix in pre.items()})
         tx.changes.extend((rid_, t, i, 1, False, now) for rid_, (t, i, _d, _s) in zip(rids, docs, strict=True))
-        if self.store.hooks.has(Point.AFTER_WRITE):
+        if self.store.hooks.has(Point.AFTER_WRITE, importing=True):
             for t, i, d, _s in docs:
-                self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(t, i, 1, "POST", d))
+                self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(t, i, 1, "POST", d), importing=True)
         self.report.loaded += len(docs)
         for t, _i, _d, _s in docs:
             self.report.by_type[t] = self.report.by_type.get(t, 0) + 1

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from phip import capabilities
 from phip.node.config import LEVELS, NodeConfig, NodeError
 from phip.security import keys
 from phip.security.tokens import TokenService
@@ -34,6 +36,12 @@ class Node:
             pool_size=pool_size,
         )
         self.tokens = TokenService(keys.load_all(self.data), issuer=f"urn:phip:node:{config.region}:{config.name}")
+        #: services of the installed capabilities, by capability name (``node.ext["empi"]``)
+        self.ext: dict[str, Any] = {}
+        self.capabilities = capabilities.load()
+        for cap in self.capabilities:
+            if cap.install is not None:
+                cap.install(self)
 
     @classmethod
     def open(cls, data: Path, *, pool_size: int = 8, migrate: bool = True) -> Node:
@@ -69,7 +77,11 @@ def init_node(data: Path, *, db: str | None = None, level: str = "county", regio
     keys.generate(data)
     cfg.save(data)
     try:
-        return Node.open(data)
+        node = Node.open(data)
+        for cap in node.capabilities:
+            if cap.on_init is not None:
+                cap.on_init(node)
+        return node
     except Exception:
         NodeConfig.path(data).unlink(missing_ok=True)
         raise

@@ -146,10 +146,11 @@ def alembic_config(url: str) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the database to the newest schema (Alembic ``upgrade head``)."""
+    """Bring the database to the newest schema (Alembic ``upgrade heads``: each capability's
+    migrations are a branch of their own from the core's)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.connect() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
         if conn.in_transaction():
             conn.commit()

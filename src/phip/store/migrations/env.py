@@ -5,7 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from phip.capabilities import load_tables
 from phip.store.schema import metadata
+
+load_tables()  # capabilities declare their tables on the same metadata
 
 config = context.config
 

@@ -1,0 +1,1 @@
+"""Data quality engine (issue 6): rules as data, incremental findings at ingest, scorecards."""

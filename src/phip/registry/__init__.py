@@ -1,0 +1,1 @@
+"""Institution and staff registries and the electronic health code (issue 4)."""
