@@ -67,44 +67,43 @@ def _split(url: str) -> tuple[list[str], list[tuple[str, str]]]:
     return path, parse_qsl(parts.query, keep_blank_values=True)
 
 
-def _rewrite(value: Any, mapping: dict[str, str]) -> Any:
+def _resolve_refs(repo: Repository, value: Any, mapping: dict[str, str], cache: dict[str, str],
+                  path: str = "") -> Any:
+    """One pass over a resource: references to ``urn:uuid:`` full URLs of the bundle become
+    ``Type/id``; conditional references (``Patient?identifier=x|1``) become the one match."""
     if isinstance(value, dict):
-        out = {}
+        out: dict[str, Any] = {}
         for k, v in value.items():
-            if k == "reference" and isinstance(v, str) and v in mapping:
-                out[k] = mapping[v]
+            if k == "reference" and isinstance(v, str):
+                if v in mapping:
+                    v = mapping[v]
+                elif "?" in v and not v.startswith(("http:", "https:")):
+                    v = _conditional(repo, v, cache, path)
+                out[k] = v
+            elif isinstance(v, dict | list):
+                out[k] = _resolve_refs(repo, v, mapping, cache, f"{path}.{k}")
             else:
-                out[k] = _rewrite(v, mapping)
+                out[k] = v
         return out
     if isinstance(value, list):
-        return [_rewrite(v, mapping) for v in value]
+        return [_resolve_refs(repo, v, mapping, cache, f"{path}[{i}]") if isinstance(v, dict | list) else v
+                for i, v in enumerate(value)]
     return value
 
 
-def _conditional_refs(repo: Repository, value: Any, cache: dict[str, str], path: str = "") -> Any:
-    """Replace references like ``Patient?identifier=x|1`` with the one match."""
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if k == "reference" and isinstance(v, str) and "?" in v and not v.startswith(("http:", "https:")):
-                if v not in cache:
-                    rtype, _, query = v.partition("?")
-                    if rtype not in defs.resource_types():
-                        raise bad_request(f"Conditional reference {v!r} names an unknown type", expression=path)
-                    found = repo.find(rtype, query)
-                    if len(found) != 1:
-                        raise FhirError(
-                            412, f"Conditional reference {v!r} matches {len(found)} resources (needs exactly one)",
-                            code="processing", expression=path,
-                        )
-                    cache[v] = f"{rtype}/{found[0].id}"
-                out[k] = cache[v]
-            else:
-                out[k] = _conditional_refs(repo, v, cache, f"{path}.{k}")
-        return out
-    if isinstance(value, list):
-        return [_conditional_refs(repo, v, cache, f"{path}[{i}]") for i, v in enumerate(value)]
-    return value
+def _conditional(repo: Repository, ref: str, cache: dict[str, str], path: str) -> str:
+    if ref not in cache:
+        rtype, _, query = ref.partition("?")
+        if rtype not in defs.resource_types():
+            raise bad_request(f"Conditional reference {ref!r} names an unknown type", expression=path)
+        found = repo.find(rtype, query)
+        if len(found) != 1:
+            raise FhirError(
+                412, f"Conditional reference {ref!r} matches {len(found)} resources (needs exactly one)",
+                code="processing", expression=path,
+            )
+        cache[ref] = f"{rtype}/{found[0].id}"
+    return cache[ref]
 
 
 def _response(row: Row | None, status: str, base: str, issues: list[Issue] | None = None,
@@ -205,10 +204,8 @@ def _one(repo: Repository, i: int, e: dict[str, Any], base: str, get: GetHandler
     res = e.get("resource")
     if method in ("POST", "PUT") and not isinstance(res, dict):
         raise bad_request(f"A {method} entry needs a resource", expression=f"Bundle.entry[{i}].resource")
-    if isinstance(res, dict):
-        if mapping:
-            res = _rewrite(res, mapping)
-        res = _conditional_refs(repo, res, cond_cache)
+    if isinstance(res, dict) and b'"reference"' in orjson.dumps(res):
+        res = _resolve_refs(repo, res, mapping, cond_cache)
     if method == "POST":
         if len(path) != 1:
             raise bad_request(f"POST url must be a resource type, not {req['url']!r}")

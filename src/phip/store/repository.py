@@ -16,7 +16,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from phip.fhir.search.extract import index_resource
 from phip.fhir.search.query import Parser, SearchRequest
 from phip.fhir.validation import validate
 from phip.store import schema as S
-from phip.store.db import Dialect, is_timeout, make_engine, migrate
+from phip.store.db import Dialect, WriterLock, is_timeout, make_engine, migrate
 from phip.store.search import SearchCompiler, encode_cursor, paged
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -129,6 +129,7 @@ class Store:
         self.search_compiler = SearchCompiler(self.dialect.name, self.settings.base_url)
         self.hooks = Hooks()
         self._local = threading.local()
+        self._write_lock = WriterLock(self.engine.url.database) if self.dialect.name == "sqlite" else None
 
     def migrate(self) -> None:
         migrate(self.engine)
@@ -138,6 +139,8 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._write_lock is not None:
+            self._write_lock.close()
 
     @contextmanager
     def write_tx(self) -> Iterator[Tx]:
@@ -146,7 +149,10 @@ class Store:
         if existing is not None:
             yield existing
             return
-        with self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
+        # SQLite has one writer at a time: threads of this process queue on a lock instead of
+        # polling the database's busy handler (which sleeps in steps of up to 100 ms)
+        lock: AbstractContextManager[Any] = self._write_lock or nullcontext()
+        with lock, self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
             tx = Tx(conn, self.dialect)
             self._local.tx = tx
             try:
