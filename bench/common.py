@@ -246,6 +246,9 @@ def import_dir(node: Any, src: Path, cpu: dict[str, float] | None = None,
     try:
         for f in files:
             imp.import_file(f)
+        if hasattr(imp, "finish"):  # the batch phase of ``phip import`` (capabilities' catch-up, ANALYZE)
+            imp.close()
+            imp.finish()
         dt = time.perf_counter() - t
         if cpu is not None:
             cpu["cpu_s"] = time.process_time() - c

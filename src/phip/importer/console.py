@@ -27,5 +27,5 @@ def import_files(store: Store, files: list[Path], console: Console) -> ImportRep
             imp.close()
     if store.hooks.has(Point.AFTER_IMPORT):
         console.print("[bold]import[/] batch phase (master index, quality, …)")
-        imp.finish()
+    imp.finish()
     return imp.report
