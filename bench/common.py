@@ -244,11 +244,12 @@ def import_dir(node: Any, src: Path, cpu: dict[str, float] | None = None,
     t = time.perf_counter()
     c = time.process_time()
     try:
-        for f in files:
-            imp.import_file(f)
-        if hasattr(imp, "finish"):  # the batch phase of ``phip import`` (capabilities' catch-up, ANALYZE)
-            imp.close()
-            imp.finish()
+        if hasattr(imp, "import_all"):  # as ``phip import``: deferred indexes, batch phase, ANALYZE
+            imp.import_all(files, on_phase=lambda what: print(f"  … {what} ({time.perf_counter() - t:.0f}s)",
+                                                               flush=True))
+        else:
+            for f in files:
+                imp.import_file(f)
         dt = time.perf_counter() - t
         if cpu is not None:
             cpu["cpu_s"] = time.process_time() - c

@@ -24,6 +24,20 @@ class Point(StrEnum):
     #: ``fn(store, loaded: dict[str, int])`` (resource type → count); for hooks registered with
     #: ``on_import=False``, which do their work for imported data here, in a batch
     AFTER_IMPORT = "after_import"
+    #: after the repository has read resources for a caller: ``fn(interaction, rows: list[Row])``;
+    #: interaction is ``read``, ``vread``, ``search-type`` (the matches and includes of one page),
+    #: ``history`` or ``operation`` (``$everything``); used by audit
+    AFTER_READ = "after_read"
+    #: inside each ``phip import`` batch transaction, after its new resources are stored:
+    #: ``fn(tx, items: list[ImportedItem])``; each item carries the sender's own
+    #: ``meta.lastUpdated`` (when the source says it uploaded it), which the node overwrites
+    IMPORT_BATCH = "import_batch"
+    #: after each authentication attempt (``POST /auth/token``, a bearer token refused):
+    #: ``fn(event: AuthEvent)``; used by audit (logins and failed authentication)
+    AUTHENTICATE = "authenticate"
+    #: ``$validate`` of a resource (not stored): ``fn(resource_type, resource, profile: str | None)``
+    #: returns more issues, e.g. the checks of a named profile (``?profile=``); used by terminology
+    VALIDATE = "validate"
 
 
 @dataclass(slots=True)
@@ -35,6 +49,26 @@ class WriteEvent:
     resource: dict[str, Any] | None
 
 
+@dataclass(slots=True)
+class AuthEvent:
+    outcome: str  # success | failure
+    method: str  # password | client_secret | client_assertion | bearer
+    who: str | None  # username or client id (as claimed, on failure)
+    role: str | None
+    org: str | None
+    source: str | None  # the caller's network address
+    reason: str | None = None  # why it failed
+
+
+@dataclass(slots=True)
+class ImportedItem:
+    rid: int  # the row id in ``resources``
+    resource_type: str
+    id: str
+    resource: dict[str, Any]  # as stored (the node's meta.versionId/lastUpdated)
+    sent: str | None  # the sender's meta.lastUpdated, if it had one
+
+
 class Hooks:
     """Registered functions per point.  ``on_import=False`` leaves a function out of the
     per-resource calls made by ``phip import`` (it catches up at ``AFTER_IMPORT``)."""
@@ -42,8 +76,12 @@ class Hooks:
     def __init__(self) -> None:
         self._fns: dict[Point, list[tuple[Callable[..., Any], bool]]] = {p: [] for p in Point}
 
-    def register(self, point: Point, fn: Callable[..., Any], *, on_import: bool = True) -> None:
-        self._fns[point].append((fn, on_import))
+    def register(self, point: Point, fn: Callable[..., Any], *, on_import: bool = True, first: bool = False) -> None:
+        """``first``: call ``fn`` before the functions registered so far (audit brackets the others)."""
+        if first:
+            self._fns[point].insert(0, (fn, on_import))
+        else:
+            self._fns[point].append((fn, on_import))
 
     def fire(self, point: Point, *args: Any, importing: bool = False) -> list[Any]:
         return [fn(*args) for fn, on_import in self._fns[point] if on_import or not importing]

@@ -7,7 +7,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from phip.core.hooks import Point
 from phip.importer.loader import Importer, ImportReport
 from phip.store.repository import Store
 
@@ -20,12 +19,5 @@ def import_files(store: Store, files: list[Path], console: Console) -> ImportRep
     with progress:
         task = progress.add_task("import", total=total)
         imp = Importer(store, on_progress=lambda n: progress.advance(task, n))
-        try:
-            for f in files:
-                imp.import_file(f)
-        finally:
-            imp.close()
-    if store.hooks.has(Point.AFTER_IMPORT):
-        console.print("[bold]import[/] batch phase (master index, quality, …)")
-    imp.finish()
+        imp.import_all(files, on_phase=lambda what: console.print(f"[bold]import[/] {what} …"))
     return imp.report

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from phip.core.hooks import Point, WriteEvent
+from phip.core.hooks import ImportedItem, Point, WriteEvent
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import now_us, to_instant
 from phip.fhir.errors import FhirError
@@ -128,8 +128,8 @@ class Importer:
             self._json(path, key)
 
     def _ndjson(self, path: Path, key: str, done: int) -> None:
-        parallel = self.parallel and path.stat().st_size >= PARALLEL_MIN_BYTES and not self.store.hooks.has(
-            Point.BEFORE_WRITE, importing=True)  # a hook may change a resource after its index was prepared
+        # (a BEFORE_WRITE hook that changes a resource makes _insert_new index it again)
+        parallel = self.parallel and path.stat().st_size >= PARALLEL_MIN_BYTES
         pending: deque[tuple[Future[list[Prepared]], int, bool]] = deque()
         batch: list[tuple[int, bytes]] = []
         last = 0
@@ -165,10 +165,37 @@ class Importer:
             self._executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
         return self._executor
 
+    def import_all(self, files: list[Path], *, defer_indexes: bool | None = None,
+                   on_phase: Callable[[str], None] | None = None) -> ImportReport:
+        """``phip import``: every file in order, then the batch phase (:meth:`finish`).
+
+        ``defer_indexes`` (default: decided by :func:`should_defer_indexes`): drop the search
+        value indexes first and build them once at the end — much faster for a large load into
+        a (nearly) empty store.
+        """
+        defer = should_defer_indexes(self.store, files) if defer_indexes is None else defer_indexes
+        if defer:
+            self.store.defer_search_indexes()
+        try:
+            for f in files:
+                self.import_file(f)
+        finally:
+            self.close()
+            if defer:
+                if on_phase:
+                    on_phase("building the search indexes")
+                self.store.ensure_indexes()
+        if on_phase and self.store.hooks.has(Point.AFTER_IMPORT):
+            on_phase("batch phase (master index, quality, …)")
+        self.finish()
+        return self.report
+
     def finish(self) -> None:
         """The batch phase: capabilities that left imported resources for later (``on_import=False``)
         catch up now, before ``phip import`` returns."""
         self.store.hooks.fire(Point.AFTER_IMPORT, self.store, dict(self.report.by_type))
+        if self.report.loaded:
+            self.store.dialect.analyze(self.store.engine)  # fresh planner statistics for the new data
 
     def close(self) -> None:
         """Stop the worker process (if one was started)."""
@@ -278,20 +305,28 @@ class Importer:
         sqlite = self.store.dialect.name == "sqlite"
         docs: list[tuple[str, str, dict[str, Any], Any]] = []
         pre: dict[int, Any] = {}  # position in docs -> prepared index rows
+        sent: list[Any] = []  # the sender's meta.lastUpdated of each doc
+        hooks_before = self.store.hooks.has(Point.BEFORE_WRITE, importing=True)
         for _lineno, res in fresh:
             if indexes and id(res) in indexes:
                 pre[len(docs)] = indexes[id(res)]
             rtype = res["resourceType"]
             rid = res.get("id") or str(uuid.uuid4())
             meta = dict(res.get("meta") or {})
+            sent.append(meta.get("lastUpdated"))
             meta["versionId"] = "1"
             meta["lastUpdated"] = instant
             doc: dict[str, Any] = {"resourceType": rtype, "id": rid, "meta": meta}
             for k, v in res.items():
                 if k not in doc:
                     doc[k] = v
-            self.store.hooks.fire(Point.BEFORE_WRITE, tx, rtype, doc, "POST", importing=True)
-            stored: Any = orjson.dumps(doc).decode() if sqlite else doc
+            if hooks_before:
+                before = orjson.dumps(doc)
+                self.store.hooks.fire(Point.BEFORE_WRITE, tx, rtype, doc, "POST", importing=True)
+                if len(docs) in pre and orjson.dumps(doc) != before:
+                    del pre[len(docs)]  # a hook changed it after its index rows were prepared: index it anew
+            sealed = self.store.codec.seal(rtype, doc) if self.store.codec is not None else None
+            stored: Any = orjson.dumps(sealed or doc).decode() if sqlite else (sealed or doc)
             docs.append((rtype, rid, doc, stored))
             if self.store.settings.reference_integrity == "strict":
                 tx.ref_checks.extend((f"{rtype}{e}", t, i) for e, t, i in local_references(doc))
@@ -305,14 +340,35 @@ class Importer:
                     [(rid_, 1, t, i, now, False, "POST", c)
                      for rid_, (t, i, _d, _s), c in zip(rids, docs, contents, strict=True)])
         insert_index_rows(conn, {rid_: (t, d) for rid_, (t, _i, d, _s) in zip(rids, docs, strict=True)},
-                          {rids[k]: ix for k, ix in pre.items()})
+                          {rids[k]: ix for k, ix in pre.items()}, codec=self.store.codec)
         tx.changes.extend((rid_, t, i, 1, False, now) for rid_, (t, i, _d, _s) in zip(rids, docs, strict=True))
         if self.store.hooks.has(Point.AFTER_WRITE, importing=True):
             for t, i, d, _s in docs:
                 self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(t, i, 1, "POST", d), importing=True)
+        if self.store.hooks.has(Point.IMPORT_BATCH):
+            items = [ImportedItem(rid_, t, i, d, s if isinstance(s, str) else None)
+                     for rid_, (t, i, d, _s), s in zip(rids, docs, sent, strict=True)]
+            self.store.hooks.fire(Point.IMPORT_BATCH, tx, items)
         self.report.loaded += len(docs)
         for t, _i, _d, _s in docs:
             self.report.by_type[t] = self.report.by_type.get(t, 0) + 1
+
+
+#: loads at least this large (estimated resources) into a store holding fewer build their search
+#: indexes at the end instead of row by row
+DEFER_INDEXES_MIN = 200_000
+#: NDJSON bytes a resource, for the estimate (the synthetic region averages 700–900)
+BYTES_PER_RESOURCE = 800
+
+
+def should_defer_indexes(store: Store, files: list[Path]) -> bool:
+    """True for a large load into a store smaller than the load (rebuilding beats updating)."""
+    incoming = sum(f.stat().st_size for f in files if f.suffix == ".ndjson") // BYTES_PER_RESOURCE
+    if incoming < DEFER_INDEXES_MIN:
+        return False
+    with store.engine.connect() as conn:
+        existing = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(S.resources.c.rid), 0))).scalar_one())
+    return incoming > existing
 
 
 #: (line number, rejection reason or None, the line, its index rows or None)

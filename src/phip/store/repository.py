@@ -15,16 +15,17 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import jsonpatch
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from phip.core.access import AccessScope, as_system
 from phip.core.hooks import Hooks, Point, WriteEvent
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import date_range, now_us, to_instant
@@ -118,6 +119,24 @@ def parse_etag(value: str | None) -> int | None:
         raise bad_request(f"If-Match must be a version ETag like W/\"3\", not {value!r}") from None
 
 
+class ContentCodec(Protocol):
+    """Seals resources before they are stored and opens them after they are loaded (the
+    privacy capability's encryption at rest), and turns the index and query values of sealed
+    fields into keyed blind-index values so exact searches still match."""
+
+    def seal(self, rtype: str, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """The document to store (a sealed copy), or None to store ``doc`` as it is."""
+
+    def open(self, content: bytes) -> bytes:
+        """Stored JSON bytes → plaintext JSON bytes (unchanged when nothing is sealed)."""
+
+    def index(self, rtype: str, doc: dict[str, Any], ix: Any) -> None:
+        """Replace, in place, the index rows of ``doc`` (plaintext) that carry sealed values."""
+
+    def query(self, req: SearchRequest) -> None:
+        """Add, in place, the blind-index form of each value a sealed field could match."""
+
+
 class Store:
     """The database behind a node: engine, dialect, search compiler, hooks."""
 
@@ -128,11 +147,47 @@ class Store:
                                                 query_timeout_ms=self.settings.query_timeout_ms)
         self.search_compiler = SearchCompiler(self.dialect.name, self.settings.base_url)
         self.hooks = Hooks()
+        #: set by the privacy capability when encryption at rest is on
+        self.codec: ContentCodec | None = None
+        #: the access policy (``phip.core.access.AccessPolicy``) installed by the security capability
+        self.access: Any = None
         self._local = threading.local()
         self._write_lock = WriterLock(self.engine.url.database) if self.dialect.name == "sqlite" else None
 
     def migrate(self) -> None:
         migrate(self.engine)
+        self.ensure_indexes()  # a bulk load cut off while its search indexes were deferred
+
+    def defer_search_indexes(self) -> list[str]:
+        """Drop the value indexes of the search tables before a bulk load into a (nearly) empty store.
+
+        Rows then go in at the end of each table instead of at random places all over big
+        B-trees; :meth:`ensure_indexes` builds the indexes again, sorted, once at the end (and
+        at the next start if the load is cut off).  Searches stay correct meanwhile, only slower.
+        """
+        names = list(S.DEFERRABLE_INDEXES)
+        with self.engine.begin() as conn:
+            for n in names:
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {n}")
+        return names
+
+    def ensure_indexes(self, progress: Callable[[str], None] | None = None) -> int:
+        """Create every index the schema declares that the database lacks; returns how many."""
+        made = 0
+        sql = ("SELECT name FROM sqlite_master WHERE type = 'index'" if self.dialect.name == "sqlite"
+               else "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
+        with self.engine.connect() as conn:
+            have = {r[0] for r in conn.exec_driver_sql(sql)}
+        for table in S.metadata.sorted_tables:
+            for index in table.indexes:
+                if index.name in have:
+                    continue
+                if progress:
+                    progress(str(index.name))
+                with self.engine.begin() as conn:
+                    index.create(conn)
+                made += 1
+        return made
 
     def repository(self) -> Repository:
         return Repository(self)
@@ -154,6 +209,7 @@ class Store:
         lock: AbstractContextManager[Any] = self._write_lock or nullcontext()
         with lock, self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
             tx = Tx(conn, self.dialect)
+            tx.codec = self.codec
             self._local.tx = tx
             try:
                 with conn.begin():
@@ -195,13 +251,14 @@ class Tx:
         # written in bulk (executemany) before any read in the transaction and before commit
         self.pending_versions: list[tuple[Any, ...]] = []  # VERSION_COLUMNS
         self.pending_index: dict[int, tuple[str, dict[str, Any]]] = {}
+        self.codec: ContentCodec | None = None
 
     def flush_pending(self) -> None:
         if self.pending_versions:
             executemany(self.conn, S.resource_versions, VERSION_COLUMNS, self.pending_versions)
             self.pending_versions = []
         if self.pending_index:
-            insert_index_rows(self.conn, self.pending_index)
+            insert_index_rows(self.conn, self.pending_index, codec=self.codec)
             self.pending_index = {}
 
     def flush_changes(self) -> None:
@@ -269,6 +326,36 @@ class Repository:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.settings = store.settings
+        #: what the current caller may see and do (None: everything); see phip.core.access
+        self.scope: AccessScope | None = store.access.scope() if store.access is not None else None
+
+    # -- access ---------------------------------------------------------------------------------
+    def access_where(self, r: Any, types: list[str] | None, action: str = "s", *, quiet: bool = False) -> list[Any]:
+        """SQL conditions limiting ``resources`` alias ``r`` to what the caller may see (``quiet``:
+        a type the caller may not see at all yields no rows instead of a 403)."""
+        if self.scope is None:
+            return []
+        if not quiet:
+            return self.scope.where(r, types, action)
+        try:
+            return self.scope.where(r, types, action)
+        except FhirError:
+            return [sa.false()]
+
+    def check_operation(self, name: str, rtype: str | None = None) -> None:
+        if self.scope is not None:
+            self.scope.check_operation(name, rtype)
+
+    def view_rows(self, rows: list[Row]) -> list[Row]:
+        """Rows as the caller sees them (masked where the caller's role has no need)."""
+        if self.scope is None:
+            return rows
+        return [self.scope.view(r) for r in rows]
+
+    def _check_row(self, row: Row, action: str = "r") -> None:
+        if self.scope is not None:
+            with self.store.read_conn() as conn:
+                self.scope.check_row(conn, row, action)
 
     # -- transactions ---------------------------------------------------------------------------
     @contextmanager
@@ -282,7 +369,7 @@ class Repository:
         if rtype not in defs.resource_types():
             raise FhirError(404, f"Unknown resource type {rtype!r}", code="not-supported", msg_id="PHIP-1001")
 
-    def read(self, rtype: str, rid: str) -> Row:
+    def read(self, rtype: str, rid: str, *, view: bool = True) -> Row:
         self._check_type(rtype)
         with self.store.read_conn(single=True) as conn:
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
@@ -298,7 +385,9 @@ class Repository:
                 410, f"{rtype}/{rid} was deleted", code="deleted", msg_id="PHIP-1410",
                 headers={"ETag": row.etag, "Last-Modified": row.last_modified},
             )
-        return row
+        self._check_row(row)
+        self._opened([row], "read")
+        return self.scope.view(row) if view and self.scope is not None else row
 
     def vread(self, rtype: str, rid: str, vid: str) -> Row:
         self._check_type(rtype)
@@ -316,7 +405,9 @@ class Repository:
         row = _row(rec)
         if row.deleted:
             raise gone(f"Version {vid} of {rtype}/{rid} is a deletion")
-        return row
+        self._check_row(row)
+        self._opened([row], "vread")
+        return self.scope.view(row) if self.scope is not None else row
 
     def rows_by_ids(self, refs: list[tuple[str, str]]) -> list[Row]:
         if not refs:
@@ -325,9 +416,22 @@ class Repository:
         with self.store.read_conn() as conn:
             for k in range(0, len(refs), 500):
                 chunk = refs[k : k + 500]
-                q = sa.select(*_ROW_COLS).where(sa.tuple_(R.c.type, R.c.id).in_(chunk), R.c.deleted == sa.false())
+                q = sa.select(*_ROW_COLS).where(sa.tuple_(R.c.type, R.c.id).in_(chunk), R.c.deleted == sa.false(),
+                                                *self.access_where(R, sorted({t for t, _i in chunk}), "r",
+                                                                   quiet=True))
                 out.extend(_row(r) for r in conn.execute(q))
-        return out
+        return self.view_rows(self._opened(out))
+
+    def _opened(self, rows: list[Row], interaction: str | None = None) -> list[Row]:
+        """Open sealed content (encryption at rest) in place; with ``interaction``, fire AFTER_READ."""
+        codec = self.store.codec
+        if codec is not None:
+            for row in rows:
+                if row.content is not None:
+                    row.content = codec.open(row.content)
+        if interaction is not None and rows and self.store.hooks.has(Point.AFTER_READ):
+            self.store.hooks.fire(Point.AFTER_READ, interaction, rows)
+        return rows
 
     # -- search ---------------------------------------------------------------------------------
     def parser(self, lenient: bool = False) -> Parser:
@@ -347,8 +451,13 @@ class Repository:
 
     def _search(self, req: SearchRequest, extra_where: list[Any] | None) -> SearchResult:
         r = _SEARCH_ALIAS
+        if self.store.codec is not None:
+            self.store.codec.query(req)
         compiled = self.store.search_compiler.compile(req, r)
         where = compiled.where + [f(r) for f in extra_where or []]
+        if self.scope is not None:
+            types = [req.resource_type] if req.resource_type else (list(req.types) if req.types else None)
+            where += self.scope.where(r, types, "s")
         with self.store.read_conn() as conn:
             total: int | None = None
             if req.total in ("accurate", "estimate") or req.summary == "count":
@@ -372,6 +481,12 @@ class Repository:
             if total is None and req.cursor is None and not more:
                 total = len(rows)
             included = self._includes(conn, req, rows) if req.includes and rows else []
+        self._opened(rows)
+        self._opened(included)
+        if self.store.hooks.has(Point.AFTER_READ) and (rows or included):
+            self.store.hooks.fire(Point.AFTER_READ, "search-type", rows + included)
+        if self.scope is not None:
+            rows, included = self.view_rows(rows), self.view_rows(included)
         return SearchResult(rows, included, next_cursor, total)
 
     def _rows_by_rid(self, conn: Connection, rids: list[int]) -> list[Row]:
@@ -413,6 +528,7 @@ class Repository:
                 conds.append(x.c.param == S.param_key(inc.source_type, inc.code))
             if inc.target_type:
                 conds.append(x.c.target_type == inc.target_type)
+            conds += self.access_where(t, [inc.target_type] if inc.target_type else None, "s", quiet=True)
             q = (
                 sa.select(*[c for c in t.c if c.name != "content"], t.c.content)
                 .select_from(x.join(t, sa.and_(t.c.type == x.c.target_type, t.c.id == x.c.target_id)))
@@ -431,6 +547,7 @@ class Repository:
                     sa.tuple_(x.c.target_type, x.c.target_id).in_(keys),
                     local_refs(x, base),
                     t.c.deleted == sa.false(),
+                    *self.access_where(t, [inc.source_type], "s", quiet=True),
                 )
                 .distinct()
             )
@@ -482,7 +599,9 @@ class Repository:
 
     def _before_write(self, tx: Tx, rtype: str, resource: dict[str, Any], method: str) -> list[Issue]:
         issues: list[Issue] = []
-        for res in self.store.hooks.fire(Point.BEFORE_WRITE, tx, rtype, resource, method):
+        with as_system():  # hooks work for the node (the principal still says who caused it)
+            results = self.store.hooks.fire(Point.BEFORE_WRITE, tx, rtype, resource, method)
+        for res in results:
             if res:
                 issues.extend(res)
         return issues
@@ -500,7 +619,11 @@ class Repository:
             content = orjson.dumps(doc)
             if self.settings.reference_integrity == "strict":
                 tx.ref_checks.extend((f"{rtype}{e}", t, i) for e, t, i in local_references(doc))
-        stored: Any = content.decode() if content is not None and self.store.dialect.name == "sqlite" else doc
+        sealed = self.store.codec.seal(rtype, doc) if self.store.codec is not None and doc is not None else None
+        if sealed is not None:  # encryption at rest: the database gets the sealed copy
+            stored: Any = orjson.dumps(sealed).decode() if self.store.dialect.name == "sqlite" else sealed
+        else:
+            stored = content.decode() if content is not None and self.store.dialect.name == "sqlite" else doc
         deleted = resource is None
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         bound = self._bind_content(stored)
@@ -524,7 +647,8 @@ class Repository:
         if doc is not None:
             tx.pending_index[row_id] = (rtype, doc)
         tx.changes.append((row_id, rtype, rid, version, deleted, now))
-        self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(rtype, rid, version, method, doc))
+        with as_system():
+            self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(rtype, rid, version, method, doc))
         return Row(row_id, rtype, rid, version, now, deleted, content, method)
 
     def _bind_content(self, stored: Any) -> Any:
@@ -554,10 +678,12 @@ class Repository:
                     raise conflict(f"If-None-Exist {if_none_exist!r} matches more than one {rtype}", 412)
                 if found:
                     return WriteResult(found[0], 200, issues)
+            if self.scope is not None:
+                self.scope.check_write(tx.conn, rtype, resource, "POST", None)
             issues += self._before_write(tx, rtype, resource, "POST")
             new_id = rid or str(uuid.uuid4())
             row = self._store(tx, rtype, new_id, resource, 1, "POST", None)
-        return WriteResult(row, 201, issues)
+        return WriteResult(self.scope.view(row) if self.scope is not None else row, 201, issues)
 
     def update(
         self, rtype: str, rid: str, resource: dict[str, Any], *, if_match: str | None = None, method: str = "PUT"
@@ -576,27 +702,34 @@ class Repository:
         expected = parse_etag(if_match)
         with self.store.write_tx() as tx:
             cur = self._current(tx.conn, rtype, rid)
+            scope = self.scope
+            if scope is not None:
+                stored = self._opened([_row(cur)])[0] if cur is not None and not cur.deleted else None
+                resource = scope.unmask(rtype, resource, stored)
+                scope.check_write(tx.conn, rtype, resource, method, stored)
             if cur is None:
                 if expected is not None:
                     raise conflict(f"{rtype}/{rid} does not exist (If-Match {if_match})", 412)
                 issues += self._before_write(tx, rtype, resource, method)
-                return WriteResult(self._store(tx, rtype, rid, resource, 1, method, None), 201, issues)
+                row = self._store(tx, rtype, rid, resource, 1, method, None)
+                return WriteResult(scope.view(row) if scope is not None else row, 201, issues)
             if expected is not None and expected != cur.version:
                 raise conflict(
                     f"{rtype}/{rid} is at version {cur.version}, not {expected} (If-Match)", 412
                 )
-            if not cur.deleted and _same(content_bytes(cur.content), resource):
-                return WriteResult(_row(cur), 200, issues)
+            if not cur.deleted and _same(self._opened([_row(cur)])[0].content, resource):
+                same = self._opened([_row(cur)])[0]
+                return WriteResult(scope.view(same) if scope is not None else same, 200, issues)
             issues += self._before_write(tx, rtype, resource, method)
             row = self._store(tx, rtype, rid, resource, cur.version + 1, method, cur.rid)
-        return WriteResult(row, 201 if cur.deleted else 200, issues)
+        return WriteResult(scope.view(row) if scope is not None else row, 201 if cur.deleted else 200, issues)
 
     def patch(self, rtype: str, rid: str, patch: Any, *, if_match: str | None = None) -> WriteResult:
         """Apply a JSON Patch (RFC 6902) to the current version."""
         if not isinstance(patch, list):
             raise bad_request("A JSON Patch body must be an array of operations")
         with self.store.write_tx():
-            current = self.read(rtype, rid)
+            current = self.read(rtype, rid, view=False)
             expected = parse_etag(if_match)
             if expected is not None and expected != current.version:
                 raise conflict(f"{rtype}/{rid} is at version {current.version}, not {expected} (If-Match)", 412)
@@ -617,6 +750,8 @@ class Repository:
                 raise not_found(f"{rtype}/{rid} is not known")
             if cur.deleted:
                 return None
+            if self.scope is not None:
+                self.scope.check_write(tx.conn, rtype, None, "DELETE", _row(cur))
             return self._store(tx, rtype, rid, None, cur.version + 1, "DELETE", cur.rid)
 
     def conditional_update(self, rtype: str, query: str, resource: dict[str, Any],
@@ -653,7 +788,9 @@ class Repository:
     def meta_change(self, rtype: str, rid: str, meta: dict[str, Any], add: bool) -> dict[str, Any]:
         """$meta-add / $meta-delete: change tags, profiles and security labels in place."""
         with self.store.write_tx() as tx:
-            row = self.read(rtype, rid)
+            row = self.read(rtype, rid, view=False)
+            if self.scope is not None:
+                self.scope.check_write(tx.conn, rtype, row.resource(), "PATCH", row)
             doc = row.resource()
             cur = doc.setdefault("meta", {})
             for key, ident in (("tag", _coding_key), ("security", _coding_key), ("profile", str)):
@@ -671,13 +808,13 @@ class Repository:
                     cur[key] = items
                 else:
                     cur.pop(key, None)
-            content = orjson.dumps(doc)
-            stored: Any = content.decode() if self.store.dialect.name == "sqlite" else doc
+            sdoc = (self.store.codec.seal(rtype, doc) if self.store.codec is not None else None) or doc
+            stored: Any = orjson.dumps(sdoc).decode() if self.store.dialect.name == "sqlite" else sdoc
             tx.conn.execute(R.update().where(R.c.rid == row.rid).values(content=stored))
             tx.conn.execute(V.update().where(V.c.rid == row.rid, V.c.version == row.version).values(content=stored))
             for table in S.INDEX_TABLES.values():
                 tx.conn.execute(table.delete().where(table.c.rid == row.rid))
-            insert_index_rows(tx.conn, {row.rid: (rtype, doc)})
+            insert_index_rows(tx.conn, {row.rid: (rtype, doc)}, codec=self.store.codec)
             return cur
 
     # -- history ----------------------------------------------------------------------------------
@@ -709,6 +846,11 @@ class Repository:
         order = [(V.c.last_updated, True), (V.c.rid, True), (V.c.version, True)]
         if cursor:
             conds.append(after_cursor(order, decode_cursor(cursor)))
+        if self.scope is not None and rid is None:
+            cur = R.alias("hist_r")
+            visible = self.scope.where(cur, [rtype] if rtype is not None else None, "r")
+            if visible:
+                conds.append(V.c.rid.in_(sa.select(cur.c.rid).where(*visible)))
         q = (
             sa.select(V.c.rid, V.c.type, V.c.id, V.c.version, V.c.last_updated, V.c.deleted, V.c.method, V.c.content)
             .where(*conds)
@@ -717,9 +859,12 @@ class Repository:
         )
         with self.store.read_conn() as conn:
             if rtype is not None and rid is not None:
-                exists = conn.execute(sa.select(R.c.rid).where(R.c.type == rtype, R.c.id == rid)).first()
+                exists = conn.execute(sa.select(R.c.rid, R.c.type, R.c.id, R.c.version)
+                                      .where(R.c.type == rtype, R.c.id == rid)).first()
                 if exists is None:
                     raise not_found(f"{rtype}/{rid} is not known")
+                if self.scope is not None:
+                    self.scope.check_row(conn, exists, "r")
             recs = conn.execute(q).all()
         more = len(recs) > count
         recs = recs[:count]
@@ -728,11 +873,13 @@ class Repository:
             for r in recs
         ]
         nxt = encode_cursor([rows[-1].last_updated, rows[-1].rid, rows[-1].version]) if more and rows else None
-        return rows, nxt
+        self._opened([r for r in rows if not r.deleted], "history")
+        return self.view_rows(rows), nxt
 
     # -- change feed ------------------------------------------------------------------------------
     def changes(self, since: int, count: int) -> tuple[list[tuple[int, Row]], int]:
         """Committed changes after sequence ``since``, in order, and the next cursor."""
+        self.check_operation("changes")
         C = S.changes
         q = (
             sa.select(C.c.seq, V.c.rid, V.c.type, V.c.id, V.c.version, V.c.last_updated, V.c.deleted, V.c.method,
@@ -749,6 +896,7 @@ class Repository:
                         r.method))
             for r in recs
         ]
+        self._opened([row for _seq, row in out])
         return out, (out[-1][0] if out else since)
 
 
@@ -777,9 +925,24 @@ def executemany(conn: Connection, table: sa.Table, columns: tuple[str, ...], row
     """INSERT many tuples with the driver's own executemany (no per-row SQLAlchemy parameter work)."""
     if not rows:
         return
+    codec = getattr(conn.dialect, "phip_codec", None)
+    if codec is not None and "content" in columns and table.name in ("resources", "resource_versions"):
+        rows = codec.seal_rows(columns, rows)  # a capability writing resources directly still seals
+    if conn.dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
+        # COPY streams the rows in one command: a tenth of the client CPU of a pipelined executemany
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        with dbapi.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as cp:
+            for row in rows:
+                cp.write_row(row)
+        return
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
     conn.exec_driver_sql(sql, rows)
+
+
+#: from this many rows on, PostgreSQL inserts go through COPY
+COPY_MIN_ROWS = 20
 
 
 _INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -794,7 +957,7 @@ _INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any]]],
-                      prepared: dict[int, Any] | None = None) -> None:
+                      prepared: dict[int, Any] | None = None, *, codec: ContentCodec | None = None) -> None:
     """Insert the search index rows of many resources (rid → (type, resource)) in bulk.
 
     ``prepared``: rid → index rows already computed (by the importer's worker process).
@@ -803,10 +966,14 @@ def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any
     strings, tokens, dates, refs = out["string"], out["token"], out["date"], out["reference"]
     quantities, numbers, uris = out["quantity"], out["number"], out["uri"]
     pk = S.param_key
+    if codec is None:
+        codec = getattr(conn.dialect, "phip_codec", None)
     for row_id, (rtype, doc) in docs.items():
         ix = prepared.get(row_id) if prepared else None
         if ix is None:
             ix = index_resource(doc)
+        if codec is not None:
+            codec.index(rtype, doc, ix)
         strings.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.strings)
         tokens.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.tokens)
         dates.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.dates)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import zlib
 from functools import cache
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -33,12 +34,35 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
 RowId = BigInteger().with_variant(Integer(), "sqlite")
-Content = Text().with_variant(JSONB(), "postgresql")
+RawContent = Text().with_variant(JSONB(), "postgresql")
+
+
+class _Content(TypeDecorator[Any]):
+    """Resource JSON (JSONB on PostgreSQL).  When the node encrypts at rest, the privacy capability
+    puts its codec on the engine's dialect (``phip_codec``) and every SQLAlchemy select of a
+    ``content`` column comes back opened, whoever runs it; ``type_coerce(col, RawContent)``
+    reads what is stored."""
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        return dialect.type_descriptor(JSONB() if dialect.name == "postgresql" else Text())
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        codec = getattr(dialect, "phip_codec", None)
+        if codec is None or value is None:
+            return value
+        return codec.open_value(value)
+
+
+Content = _Content()
 # Index text compared by code point on both backends (prefix ranges must be byte-wise).
 IdxText = Text().with_variant(Text(collation="C"), "postgresql")
 
@@ -173,3 +197,10 @@ def param_key(resource_type: str, code: str) -> int:
     only on the names; uniqueness over every known parameter is checked by the tests.
     """
     return zlib.crc32(f"{resource_type}.{code}".encode()) & 0x7FFFFFFF
+
+#: the value indexes of the search tables: a bulk load into a (nearly) empty store drops them
+#: and builds them again at the end (``Store.defer_search_indexes`` / ``ensure_indexes``)
+DEFERRABLE_INDEXES: tuple[str, ...] = (
+    "ix_idx_string_val", "ix_idx_token_val", "ix_idx_date_low", "ix_idx_date_high", "ix_idx_ref_target",
+    "ix_idx_ref_any", "ix_idx_ref_url", "ix_idx_quantity_val", "ix_idx_number_val", "ix_idx_uri_val",
+)
