@@ -464,8 +464,10 @@ class Repository:
                 total = conn.execute(sa.select(sa.func.count()).select_from(r).where(*where)).scalar_one()
             if req.summary == "count" or req.count == 0:
                 return SearchResult([], [], None, total)
-            unsorted = not compiled.sort_cols
-            # unsorted: one query returns the rows; sorted: sort keys first, then the rows of the page
+            # unsorted on SQLite: one query returns the rows (it walks rids in order and stops at the
+            # page); otherwise the page's rids first, then their rows (PostgreSQL would otherwise read
+            # and sort the content of every match to keep a page of them)
+            unsorted = not compiled.sort_cols and self.store.dialect.name == "sqlite"
             cols = [r.c.rid, r.c.type, r.c.id, r.c.version, r.c.last_updated, r.c.deleted, r.c.content]
             base = sa.select(*cols).where(*where) if unsorted else sa.select(r.c.rid).where(*where)
             q, order = paged(base, compiled, r, req.count, req.cursor)
