@@ -35,7 +35,7 @@ from phip.fhir.search.query import Parser, SearchRequest
 from phip.fhir.validation import validate
 from phip.store import schema as S
 from phip.store.db import Dialect, WriterLock, is_timeout, make_engine, migrate
-from phip.store.search import SearchCompiler, encode_cursor, paged
+from phip.store.search import SearchCompiler, after_cursor, decode_cursor, encode_cursor, paged
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 LOCAL_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
@@ -471,6 +471,14 @@ class Repository:
             cols = [r.c.rid, r.c.type, r.c.id, r.c.version, r.c.last_updated, r.c.deleted, r.c.content]
             base = sa.select(*cols).where(*where) if unsorted else sa.select(r.c.rid).where(*where)
             q, order = paged(base, compiled, r, req.count, req.cursor)
+            if (compiled.rids_only is not None and not compiled.sort_cols and len(where) == len(compiled.where)
+                    and self.store.dialect.name == "postgresql"):
+                # one index criterion: its rids alone make the page (index-only scan, no table lookups)
+                t, sub = compiled.rids_only
+                q = sub.distinct()
+                if req.cursor is not None:
+                    q = q.where(after_cursor([(t.c.rid, False)], decode_cursor(req.cursor)))
+                q = q.order_by(t.c.rid).limit(req.count + 1)
             recs = conn.execute(q).all()
             more = len(recs) > req.count
             recs = recs[: req.count]

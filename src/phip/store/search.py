@@ -74,6 +74,10 @@ def _types_with(code: str) -> tuple[str, ...]:
 class Compiled:
     where: list[ColumnElement[bool]]
     sort_cols: list[tuple[ColumnElement[Any], bool, str]]  # (expr, desc, kind)
+    #: when the search is one positive index criterion on one type: (index table, SELECT rid of the
+    #: matches).  Index rows exist only for current, live resources, and their param key names the
+    #: type, so that SELECT alone answers an unsorted page (an index-only scan, no table lookups).
+    rids_only: tuple[Any, Select[Any]] | None = None
 
 
 class SearchCompiler:
@@ -95,6 +99,7 @@ class _Build:
         self.dialect = dialect
         self.base = base
         self.correlate = False
+        self.last_sub: tuple[Any, Select[Any]] | None = None
 
     # -- entry points ---------------------------------------------------------------------------
     def compile(self, req: SearchRequest, r: Any) -> Compiled:
@@ -115,10 +120,12 @@ class _Build:
         drive = ranked[0] if ranked and _selectivity(req.criteria[ranked[0]]) < _BROAD else None
         for i, crit in enumerate(req.criteria):
             self.correlate = i != drive
+            self.last_sub = None
             where.append(self.criterion(types, crit, r))
         self.correlate = False
         sort_cols = [self.sort_key(types or [], code, desc, r) for code, desc in req.sort]
-        return Compiled(where, sort_cols)
+        only = self.last_sub if len(req.criteria) == 1 and req.resource_type is not None else None
+        return Compiled(where, sort_cols, only)
 
     def _types(self, types: Sequence[str] | None, code: str) -> list[str]:
         return list(types) if types is not None else list(_types_with(code))
@@ -175,6 +182,7 @@ class _Build:
             return r.c.rid.not_in(sub)
         if self.correlate:
             return sa.exists(sub.where(t.c.rid == r.c.rid))
+        self.last_sub = (t, sub)
         return r.c.rid.in_(sub)
 
     # -- per type ---------------------------------------------------------------------------------
