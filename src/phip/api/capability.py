@@ -62,6 +62,19 @@ def _resources() -> list[dict[str, Any]]:
     return out
 
 
+def _with_capability_operations(resources: list[dict[str, Any]], node: Any) -> list[dict[str, Any]]:
+    """Add the operations the installed capabilities route (``Capability.extras["fhir_operations"]``:
+    resource type → ``[{"name", "definition"}]``), without touching the cached list."""
+    extra: dict[str, list[dict[str, Any]]] = {}
+    for cap in getattr(node, "capabilities", ()):
+        for rtype, ops in (cap.extras.get("fhir_operations") or {}).items():
+            extra.setdefault(rtype, []).extend(ops)
+    if not extra:
+        return resources
+    return [{**r, "operation": [*r.get("operation", []), *extra[r["type"]]]} if r["type"] in extra else r
+            for r in resources]
+
+
 def capability_statement(base: str, node: Any) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
@@ -84,7 +97,7 @@ def capability_statement(base: str, node: Any) -> dict[str, Any]:
                     "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                                              "code": "OAuth"}]}],
                 },
-                "resource": _resources(),
+                "resource": _with_capability_operations(_resources(), node),
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "search-system"},
                                 {"code": "history-system"}],
                 "operation": [

@@ -41,11 +41,23 @@ def _base(request: Request) -> str:
 # -- $validate ------------------------------------------------------------------------------------
 @router.post("/{rtype}/$validate", summary="Validate a resource without storing it")
 async def validate_op(request: Request, rtype: str) -> Response:
-    from phip.api.fhir import _validate_body, check_type, json_body
+    from phip.api.fhir import _validate_body, check_type, json_body, repo_of
 
     check_type(rtype)
+    repo_of(request).check_operation("validate", rtype)
     body = await json_body(request)
     issues = _validate_body(rtype, body)
+    # the capabilities' checks (e.g. a named profile: ?profile=<url>, or a Parameters 'profile')
+    profile = request.query_params.get("profile")
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        params = body.get("parameter", [])
+        profile = profile or next((p.get("valueUri") or p.get("valueCanonical") for p in params
+                                   if p.get("name") == "profile"), None)
+        body = next((p.get("resource") for p in params if p.get("name") == "resource"), body)
+    from phip.core.hooks import Point
+
+    for extra in request.app.state.node.store.hooks.fire(Point.VALIDATE, rtype, body, profile):
+        issues += extra or []
     return _fhir(outcome(issues))
 
 
@@ -113,7 +125,7 @@ def everything(request: Request, pid: str) -> Response:
     )
     include_patient = types is None or "Patient" in types
     cond = sa.or_(member, r.c.rid == patient.rid) if include_patient else member
-    conds: list[Any] = [cond, r.c.deleted == sa.false()]
+    conds: list[Any] = [cond, r.c.deleted == sa.false(), *repo.access_where(r, sorted(set(comp) | {"Patient"}))]
     if since is not None:
         conds.append(r.c.last_updated >= since)
     cursor = q.get("_cursor")
@@ -125,7 +137,7 @@ def everything(request: Request, pid: str) -> Response:
             .where(*conds).order_by(r.c.rid).limit(count + 1)
         ).all()
     more = len(recs) > count
-    rows = [_row(rec) for rec in recs[:count]]
+    rows = repo.view_rows(repo._opened([_row(rec) for rec in recs[:count]], "operation"))
     path = str(request.base_url).rstrip("/") + f"/fhir/Patient/{pid}/$everything"
     params = list(q.multi_items())
     nxt = render.page_url(path, params, encode_cursor([rows[-1].rid])) if more and rows else None
@@ -152,13 +164,25 @@ def _kickoff(request: Request, level: str, group: str | None = None) -> Response
     since = parse_since(q.get("_since"))
     patients: list[str] | None = None
     store = node.store
+    repo = store.repository()  # the caller's access scope, made in the request's context
+    repo.check_operation("export")
+    where: Any = None
+    transform: Any = None
+    if repo.scope is not None:
+        from phip.store.repository import Row
+
+        def where(r: Any, rtype: str) -> list[Any]:
+            return repo.access_where(r, [rtype], "r", quiet=True)
+
+        def transform(rtype: str, body: bytes) -> bytes:
+            return repo.view_rows([Row(0, rtype, "", 0, 0, False, body)])[0].content or body
     if level == "patient":
         with store.engine.connect() as conn:
             patients = [i for (i,) in conn.execute(sa.select(S.resources.c.id).where(
                 S.resources.c.type == "Patient", S.resources.c.deleted == sa.false()))]
     elif level == "group":
         assert group is not None
-        g = store.repository().read("Group", group).resource()
+        g = repo.read("Group", group).resource()
         patients = []
         for m in g.get("member") or []:
             ref = (m.get("entity") or {}).get("reference", "")
@@ -185,6 +209,7 @@ def _kickoff(request: Request, level: str, group: str | None = None) -> Response
                                                                               updated=now_us()))
 
             counts = export(store, out, types=types, since_us=since, patients=patients, progress=progress,
+                            where=where, transform=transform,
                             cancelled=cancel.is_set)
             manifest = {
                 "transactionTime": to_instant(now),
