@@ -1,0 +1,171 @@
+"""Encryption at rest: the database holds ciphertext for ID numbers, phones and address lines,
+the API returns plaintext, exact searches still match through blind indexes, rotation re-encrypts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from phip.store import schema as S
+
+ID_SYS = "urn:oid:2.16.840.1.113883.2.23.1.1"  # synthetic system for the resident ID card
+IDNO = "51010419800102001X"
+PHONE = "13800001234"
+LINE = "人民南路四段12号3栋"
+
+
+def _patient(**extra: Any) -> dict[str, Any]:
+    p = {"resourceType": "Patient", "name": [{"family": "测", "given": ["试"]}], "gender": "female",
+         "birthDate": "1980-01-02",
+         "identifier": [{"system": ID_SYS, "value": IDNO,
+                         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                              "code": "NNCHN"}]}}],
+         "telecom": [{"system": "phone", "value": PHONE}, {"system": "email", "value": "x@example.org"}],
+         "address": [{"line": [LINE], "city": "成都市", "district": "武侯区", "postalCode": "610041"}]}
+    p.update(extra)
+    return p
+
+
+def _raw(node: Any) -> str:
+    """Everything the database holds about resources, as text."""
+    out = []
+    with node.store.engine.connect() as conn:
+        for t in (S.resources, S.resource_versions):
+            out += [str(r.content) for r in conn.execute(sa.select(sa.type_coerce(t.c.content, S.RawContent)
+                                                                   .label("content")))]
+        for t in S.INDEX_TABLES.values():
+            out += [str(tuple(r)) for r in conn.execute(sa.select(t))]
+    return "\n".join(out)
+
+
+def test_database_holds_ciphertext_api_returns_plaintext(api: Any, node: Any) -> None:
+    assert node.store.codec is not None  # new nodes encrypt by default
+    pid = api.create(_patient())["id"]
+    raw = _raw(node)
+    for secret in (IDNO, PHONE, LINE):
+        assert secret not in raw
+    assert "enc:1:" in raw
+    assert "x@example.org" in raw and "成都市" in raw  # not sealed: e-mail, city
+    doc = api.get(f"/fhir/Patient/{pid}", expect=200).json()  # the read fast path
+    assert doc["identifier"][0]["value"] == IDNO
+    assert doc["telecom"][0]["value"] == PHONE
+    assert doc["address"][0]["line"] == [LINE]
+    hist = api.get(f"/fhir/Patient/{pid}/_history", expect=200).json()
+    assert hist["entry"][0]["resource"]["identifier"][0]["value"] == IDNO
+    # an unchanged update is recognised as unchanged (compares plaintext)
+    assert api.put(f"/fhir/Patient/{pid}", doc, expect=200).json()["meta"]["versionId"] == "1"
+    doc["telecom"][0]["value"] = "13900005678"
+    assert api.put(f"/fhir/Patient/{pid}", doc, expect=200).json()["meta"]["versionId"] == "2"
+    assert "13900005678" not in _raw(node)
+
+
+def test_exact_searches_match_through_blind_indexes(api: Any, node: Any) -> None:
+    pid = api.create(_patient())["id"]
+    other = api.create(_patient(identifier=[{"system": ID_SYS, "value": "510104199001010011"}],
+                                telecom=[{"system": "phone", "value": "13700000000"}],
+                                address=[{"line": ["其他路1号"], "city": "成都市"}]))["id"]
+    api.create({"resourceType": "Observation", "status": "final", "code": {"text": "hr"},
+                "subject": {"reference": f"Patient/{pid}"}})
+    assert api.ids(f"Patient?identifier={ID_SYS}|{IDNO}") == [pid]
+    assert api.ids(f"Patient?identifier={IDNO}") == [pid]
+    assert api.ids(f"Patient?identifier=http://terminology.hl7.org/CodeSystem/v2-0203|NNCHN|{IDNO}"
+                   .replace("?identifier=", "?identifier:of-type=")) == [pid]
+    assert api.ids(f"Patient?phone={PHONE}") == [pid]
+    assert api.ids(f"Patient?telecom={PHONE}") == [pid]
+    assert api.ids("Patient?telecom=x@example.org") == [pid, other] or \
+        sorted(api.ids("Patient?telecom=x@example.org")) == sorted([pid])
+    assert api.ids(f"Patient?address={LINE}") == [pid]
+    assert sorted(api.ids("Patient?address=成都")) == sorted([pid, other])  # city prefix, in clear
+    assert api.ids(f"Patient?identifier={ID_SYS}|nope") == []
+    assert len(api.ids(f"Observation?subject:Patient.identifier={IDNO}")) == 1  # chained
+    assert api.ids(f"Patient?identifier:not={IDNO}") == [other]
+
+
+def test_import_and_export_seal_and_open(node: Any, tmp_path: Path) -> None:
+    from phip.bulk.export import export
+    from phip.importer.loader import Importer
+
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(orjson.dumps(_patient(id="imp-1")) + b"\n")
+    imp = Importer(node.store)
+    imp.import_file(src)
+    imp.finish()
+    imp.close()
+    assert IDNO not in _raw(node)
+    out = tmp_path / "out"
+    export(node.store, out, types=["Patient"])
+    assert IDNO in (out / "Patient.ndjson").read_text()
+    repo = node.store.repository()
+    from phip.fhir.search.query import Parser
+
+    req = Parser().parse("Patient", [("identifier", IDNO)])
+    assert [r.id for r in repo.search(req).rows] == ["imp-1"]
+
+
+def test_rotation_reencrypts_everything(api: Any, node: Any) -> None:
+    from phip.privacy import rotate
+    from phip.privacy.rotate import keys_in_use
+
+    pids = [api.create(_patient())["id"] for _ in range(3)]
+    doc = api.get(f"/fhir/Patient/{pids[0]}", expect=200).json()
+    doc["gender"] = "male"
+    api.put(f"/fhir/Patient/{pids[0]}", doc, expect=200)
+    old = node.store.codec.current.kid
+    types = sorted(node.store.codec.types)
+    assert set(keys_in_use(node.store, types)) == {old}
+    with node.store.engine.connect() as conn:  # any select of content comes back opened
+        got = [str(r.content) for r in conn.execute(sa.select(S.resources.c.content))]
+    assert any(IDNO in g for g in got) and not any("enc:1:" in g for g in got)
+    from phip.privacy import keystore
+
+    keystore.generate(node.data, "data")
+    node.ext["privacy"].reload_keys()
+    new = node.store.codec.current.kid
+    rep = rotate.reseal(node.store, node.store.codec)
+    assert rep.resealed >= 4 + 3  # 3 current rows + 4 versions (+ the EMPI's Persons)
+    assert set(keys_in_use(node.store, types)) == {new} and new != old
+    assert api.get(f"/fhir/Patient/{pids[1]}", expect=200).json()["identifier"][0]["value"] == IDNO
+    assert sorted(api.ids(f"Patient?identifier={IDNO}")) == sorted(pids)
+
+
+def test_turning_encryption_on_seals_existing_rows(api: Any, node: Any) -> None:
+    from phip.privacy import attach, rotate
+
+    codec = node.store.codec
+    attach(node.store, None)  # as a node that ran without encryption
+    pid = api.create(_patient())["id"]
+    assert IDNO in _raw(node)
+    attach(node.store, codec)
+    rep = rotate.reseal(node.store, codec)
+    assert rep.newly_sealed >= 2  # the current row and its version (+ the EMPI's Person)
+    assert IDNO not in _raw(node)
+    assert api.ids(f"Patient?identifier={IDNO}") == [pid]
+
+
+def test_address_prefix_and_exact_on_sealed_lines(api: Any, node: Any) -> None:
+    pid = api.create(_patient())["id"]
+    assert api.ids("Patient?address=人民南路") == [pid]  # a prefix of the sealed line
+    assert api.ids("Patient?address=人民南路四段12号3栋") == [pid]
+    assert api.ids("Patient?address=南路") == []  # not a prefix
+    assert api.ids(f"Patient?address:exact={LINE}") == [pid]
+    assert api.ids("Patient?address:exact=人民南路") == []
+    assert api.ids("Patient?address:contains=南路") == []  # documented: :contains cannot see sealed text
+
+
+def test_cli_keys_rotate(api: Any, node: Any) -> None:
+    from typer.testing import CliRunner
+
+    from phip.cli.main import app
+    from phip.privacy import keystore
+
+    api.create(_patient())
+    before = {k.kid for k in keystore.load(node.data, "data")}
+    node.close()
+    r = CliRunner().invoke(app, ["keys", "rotate", "--data", str(node.data), "--retire"])
+    assert r.exit_code == 0, r.output
+    after = {k.kid for k in keystore.load(node.data, "data")}
+    assert len(after) == 1 and not after & before  # the old key retired: no row uses it
+    assert IDNO not in _raw(node)
