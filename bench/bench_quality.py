@@ -1,0 +1,117 @@
+"""Data quality engine: its cost at import, and how well it finds injected defects.
+
+Generates a synthetic region (``phip synth``, defects on) or uses ``--region DIR``, then imports
+it into two fresh nodes of the same backend, in the same run:
+
+- baseline: every capability installed, but the quality engine's hooks taken off;
+- quality: everything, including the engine (per-batch checks + the batch phase).
+
+and prints both times and the overhead (the target is ≤ 15%), then the recall on the injected
+defects (``truth/quality_defects.csv``, mapping in ``phip.quality.evaluate``) and the share of
+clean records flagged (targets ≥ 99% and ≤ 1%).
+
+    python bench/bench_quality.py --persons 3000 --years 3 [--backend sqlite|postgresql] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import WORK, create_node, describe, drop_node, import_dir, loadavg, save
+
+
+def _strip_quality(node: Any) -> None:
+    """Take the quality engine's hook functions off the node (the baseline)."""
+    svc = node.ext["quality"]
+    for fns in node.store.hooks._fns.values():
+        fns[:] = [(f, o) for f, o in fns if getattr(f, "__self__", None) is not svc]
+
+
+def _run(backend: str, region: Path, name: str, quality: bool) -> tuple[float, float, Any, Any]:
+    data = WORK / name
+    node = create_node(backend, data)
+    if not quality:
+        _strip_quality(node)
+    cpu: dict[str, float] = {}
+    report, dt = import_dir(node, region, cpu=cpu)
+    return dt, cpu.get("cpu_s", 0.0) + cpu.get("worker_cpu_s", 0.0), report, node
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--persons", type=int, default=3000)
+    ap.add_argument("--years", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--region", type=Path, default=None, help="use this synthetic region instead of generating")
+    ap.add_argument("--backend", default="sqlite", choices=("sqlite", "postgresql"))
+    ap.add_argument("--repeat", type=int, default=1, help="import each way this many times (best time kept)")
+    ap.add_argument("--keep", action="store_true", help="keep the nodes under /tmp/phip-bench")
+    a = ap.parse_args()
+    print(describe(), flush=True)
+    region = a.region
+    if region is None:
+        from phip.synth import run as synth
+
+        region = WORK / f"quality-region-{a.persons}-{a.years}-{a.seed}"
+        if not (region / "truth" / "quality_defects.csv").exists():
+            shutil.rmtree(region, ignore_errors=True)
+            t = time.perf_counter()
+            synth(region, a.persons, a.seed, years=a.years, progress=False)
+            print(f"synthetic region: {a.persons:,} residents × {a.years} years in {time.perf_counter() - t:.0f}s",
+                  flush=True)
+    n_lines = sum(1 for f in region.rglob("*.ndjson") for _ in f.open("rb"))
+    print(f"region {region}: {n_lines:,} resources", flush=True)
+    times: dict[str, list[float]] = {"baseline": [], "quality": []}
+    cpus: dict[str, list[float]] = {"baseline": [], "quality": []}
+    node_q = None
+    for i in range(a.repeat):
+        for mode in ("baseline", "quality"):
+            dt, cpu, report, node = _run(a.backend, region, f"quality-{mode}-{a.backend}", mode == "quality")
+            times[mode].append(dt)
+            cpus[mode].append(cpu)
+            print(f"  {mode:<8} run {i + 1}: {dt:7.1f}s wall, {cpu:7.1f}s CPU (this process + worker)  "
+                  f"{report.loaded / dt:8,.0f} resources/s  (rejected {len(report.rejected)}, "
+                  f"load average {loadavg():.1f})", flush=True)
+            if mode == "quality" and i == a.repeat - 1:
+                node_q = node
+            else:
+                node.close()
+                if not a.keep:
+                    drop_node(WORK / f"quality-{mode}-{a.backend}")
+    base, qual = min(times["baseline"]), min(times["quality"])
+    overhead = (qual - base) / base
+    cbase, cqual = min(cpus["baseline"]), min(cpus["quality"])
+    cpu_overhead = (cqual - cbase) / cbase if cbase else float("nan")
+    print(f"import, best of {a.repeat}: baseline {base:.1f}s, with quality {qual:.1f}s → wall-clock overhead "
+          f"{overhead * 100:+.1f}% (target ≤ 15%)")
+    print(f"CPU time (less sensitive to other jobs on the machine): baseline {cbase:.1f}s, with quality "
+          f"{cqual:.1f}s → overhead {cpu_overhead * 100:+.1f}%")
+    assert node_q is not None
+    from phip.quality.evaluate import evaluate
+
+    ev = evaluate(node_q.store, region, node_q.ext["quality"].rules)
+    for line in ev.lines():
+        print(line)
+    ok = ev.recall >= 0.99 and ev.fp_rate <= 0.01
+    print(f"targets: recall ≥ 99% and false positives ≤ 1%: {'met' if ok else 'NOT met'}; "
+          f"overhead ≤ 15%: {'met' if overhead <= 0.15 else 'NOT met'}")
+    save(f"quality-{a.backend}-{a.persons}.json", {
+        "machine": describe(), "resources": n_lines, "baseline_s": times["baseline"], "quality_s": times["quality"],
+        "overhead": overhead, "baseline_cpu_s": cpus["baseline"], "quality_cpu_s": cpus["quality"],
+        "cpu_overhead": cpu_overhead, "recall": ev.recall, "fp_rate": ev.fp_rate, "defects": ev.defects,
+        "in_scope": ev.in_scope, "found": ev.found, "clean": ev.clean, "clean_flagged": ev.clean_flagged,
+        "by_kind": ev.by_kind, "out_of_scope": dict(ev.out_of_scope)})
+    node_q.close()
+    if not a.keep:
+        drop_node(WORK / f"quality-quality-{a.backend}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,555 @@
+"""The quality engine: incremental checks at ingest, findings, Tasks, counters, scorecards.
+
+Two ways in, one set of checks (:class:`~phip.quality.checks.Checker`):
+
+- a REST write (``AFTER_WRITE``, in the write's own transaction): the resource is checked, its
+  cross-record rules run against what the node holds, its findings are synchronised — new ones
+  opened and assigned to the institution as a FHIR Task, ones a corrected resubmission no
+  longer violates resolved and their Task completed — and the counters adjusted;
+- ``phip import``: each batch's new resources are checked in the batch's transaction
+  (``IMPORT_BATCH``, with the sender's upload time), and the cross-record part (institutions
+  inherited from encounters and subjects, uniqueness, event vs birth/death, sex/age for codes),
+  the counters and the Tasks run once at ``AFTER_IMPORT``, set-wise in SQL.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from phip.core.hooks import ImportedItem, WriteEvent
+from phip.fhir.datetimes import now_us, to_instant
+from phip.quality.checks import DAY_US, Checker, CodeValidator, Facts, Found, day_of, parse_time
+from phip.quality.rules import Rules
+from phip.quality.tables import FLAG_DIMENSIONS, quality_counter, quality_finding, quality_resource
+from phip.store import schema as S
+
+QR, QF, QC = quality_resource, quality_finding, quality_counter
+#: resource types the engine does not score: its own Tasks, records of the node's own working and
+#: definitional (conformance, terminology, knowledge) content
+SKIP = frozenset({
+    "Task", "AuditEvent", "Provenance", "Subscription", "OperationOutcome", "Parameters", "Bundle", "Binary",
+    "CodeSystem", "ValueSet", "ConceptMap", "NamingSystem", "TerminologyCapabilities", "StructureDefinition",
+    "StructureMap", "CapabilityStatement", "SearchParameter", "OperationDefinition", "CompartmentDefinition",
+    "ImplementationGuide", "GraphDefinition", "MessageDefinition", "ExampleScenario", "PlanDefinition",
+    "ActivityDefinition", "Library", "Measure", "Questionnaire", "EventDefinition", "ObservationDefinition",
+    "SpecimenDefinition", "ChargeItemDefinition", "EffectEvidenceSynthesis", "Evidence", "EvidenceVariable",
+    "ResearchDefinition", "ResearchElementDefinition", "RiskEvidenceSynthesis", "TestScript", "TestReport",
+})
+UNKNOWN = "unknown"
+#: ``jobs`` row holding the highest imported resource row id the batch phase has processed
+WATERMARK = "quality:import"
+TASK_RULE_SYSTEM = "urn:phip:cs:quality-rule"
+_QR_COLS = ("rtype", "rid", "version", "institution", "via_type", "via_id", "subject", "pid", "day", "received",
+            "event", "gender", "birth", "death", "xrule", "ukey", "uid", "seq", *[f"f_{d}" for d in FLAG_DIMENSIONS])
+_QF_COLS = ("rtype", "rid", "version", "rule", "dimension", "path", "message", "subject", "institution", "day",
+            "status", "detected")
+
+
+def _mark(conn: Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _insert_many(conn: Connection, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        m = _mark(conn)
+        conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join([m] * len(cols))})", rows)
+
+
+@dataclass(frozen=True, slots=True)
+class ResKey:
+    rtype: str
+    rid: str
+
+
+class QualityService:
+    """``node.ext["quality"]``: the engine of one node."""
+
+    def __init__(self, store: Any, rules: Rules, terminology: CodeValidator | None = None,
+                 tasks: bool = True) -> None:
+        self.store = store
+        self.rules = rules
+        self.checker = Checker(rules, terminology)
+        self.tasks = tasks
+        self.offset = rules.f.timezone_offset_hours
+        self._dims: dict[str, str] = {}
+
+    def set_terminology(self, terminology: CodeValidator | None) -> None:
+        self.checker.terminology = terminology
+        self.checker._code_cache.clear()
+
+    def dimension(self, rule: str) -> str:
+        d = self._dims.get(rule)
+        if d is None:
+            info = self.rules.catalogue.get(rule)
+            d = self._dims[rule] = info.dimension if info else rule.split(".", 1)[0]
+        return d
+
+    # -- facts → rows ----------------------------------------------------------------------------------
+    def _row(self, rtype: str, rid: str, version: int, fx: Facts, seq: int) -> tuple[Any, ...]:
+        via_t = via_i = None
+        if fx.via and "/" in fx.via:
+            via_t, via_i = fx.via.split("/", 1)
+        pid = fx.subject.split("/", 1)[1] if fx.subject and fx.subject.startswith(("Patient/", "Practitioner/")) \
+            else None
+        dims = {self.dimension(f.rule) for f in fx.findings}
+        return (rtype, rid, version, fx.institution, via_t, via_i, fx.subject, pid,
+                day_of(fx.received, self.offset), fx.received, fx.event, fx.gender, fx.birth, fx.death, fx.xrule,
+                fx.ukey, fx.uid, seq, *[1 if d in dims else 0 for d in FLAG_DIMENSIONS])
+
+    # -- phip import: per batch --------------------------------------------------------------------------
+    def on_import_batch(self, tx: Any, items: list[ImportedItem]) -> None:
+        """Check a batch's new resources with the sender's upload time, in the batch's transaction."""
+        qrows: list[tuple[Any, ...]] = []
+        frows: list[tuple[Any, ...]] = []
+        now = now_us()
+        check, dim = self.checker.check, self.dimension
+        for it in items:
+            if it.resource_type in SKIP:
+                continue
+            fx = check(it.resource_type, it.id, it.resource, _received(it.sent, it.resource))
+            row = self._row(it.resource_type, it.id, 1, fx, it.rid)
+            qrows.append(row)
+            for f in fx.findings:
+                frows.append((it.resource_type, it.id, 1, f.rule, dim(f.rule), f.path, f.message,
+                              fx.subject, fx.institution, row[8], "open", now))
+        _insert_many(tx.conn, "quality_resource", _QR_COLS, qrows)
+        _insert_many(tx.conn, "quality_finding", _QF_COLS, frows)
+
+    # -- phip import: the batch phase ----------------------------------------------------------------------
+    def on_after_import(self, store: Any, _loaded: dict[str, int]) -> None:
+        with store.write_tx() as tx:
+            self.process(tx)
+
+    def _watermark(self, conn: Connection) -> int:
+        rec = conn.execute(sa.select(S.jobs.c.progress).where(S.jobs.c.id == WATERMARK)).first()
+        return int(rec[0]) if rec is not None and rec[0] else 0
+
+    def _set_watermark(self, conn: Connection, seq: int) -> None:
+        now = now_us()
+        if conn.execute(S.jobs.update().where(S.jobs.c.id == WATERMARK).values(progress=str(seq), updated=now)
+                        ).rowcount == 0:
+            conn.execute(S.jobs.insert().values(id=WATERMARK, kind="quality", status="done", request="watermark",
+                                                owner=None, created=now, updated=now, progress=str(seq)))
+
+    def process(self, tx: Any, key: ResKey | None = None, fx: Facts | None = None) -> list[tuple[ResKey, Found]]:
+        """The cross-record part, counters and Tasks: for the imported rows above the watermark
+        (``key`` None), or for one resource just written."""
+        conn = tx.conn
+        m = _mark(conn)
+        if key is None:
+            mark = self._watermark(conn)
+            top = conn.execute(sa.select(sa.func.max(QR.c.seq))).scalar() or 0
+            if top <= mark:
+                if self.tasks:
+                    self._tasks_bulk(tx)
+                return []
+            where, args = f"seq > {m} AND seq <= {m}", (mark, top)
+        else:
+            where, args = f"rtype = {m} AND rid = {m}", (key.rtype, key.rid)
+        # 1. institutions inherited from the encounter / subject (twice: an encounter may inherit too)
+        resolve = fx is None or fx.institution is None
+        for _ in range(2 if resolve else 0):
+            conn.exec_driver_sql(
+                "UPDATE quality_resource SET institution = (SELECT q2.institution FROM quality_resource q2 "
+                "WHERE q2.rtype = quality_resource.via_type AND q2.rid = quality_resource.via_id) "
+                f"WHERE {where} AND institution IS NULL AND via_type IS NOT NULL", args)
+        # a practitioner works where their PractitionerRole says
+        roles = [] if key is not None and key.rtype != "PractitionerRole" else conn.exec_driver_sql(
+            f"SELECT institution, pid FROM quality_resource WHERE {where} AND rtype = 'PractitionerRole' "
+            "AND pid IS NOT NULL AND institution IS NOT NULL", args).all()
+        if roles:
+            conn.exec_driver_sql(f"UPDATE quality_resource SET institution = {m} WHERE rtype = 'Practitioner' "
+                                 f"AND rid = {m} AND institution IS NULL", [tuple(r) for r in roles])
+        if resolve:
+            conn.exec_driver_sql(
+                f"UPDATE quality_resource SET institution = {m} WHERE {where} AND institution IS NULL",
+                (UNKNOWN, *args))
+        if key is None:  # findings written at import without an institution take their resource's
+            conn.exec_driver_sql(
+                "UPDATE quality_finding SET institution = (SELECT q.institution FROM quality_resource q "
+                "WHERE q.rtype = quality_finding.rtype AND q.rid = quality_finding.rid) "
+                "WHERE quality_finding.institution IS NULL")
+        # 2. cross-record checks
+        cross = self._cross(conn, where, args, fx)
+        now = now_us()
+        if cross:
+            info = self._info(conn, {k for k, _f in cross})
+            frows = []
+            flags: dict[str, list[tuple[str, str]]] = defaultdict(list)
+            for k, f in cross:
+                r = info[(k.rtype, k.rid)]
+                dim = self.dimension(f.rule)
+                frows.append((k.rtype, k.rid, r[2], f.rule, dim, f.path, f.message, r[3], r[4], r[5], "open", now))
+                flags[dim].append((k.rtype, k.rid))
+            if key is None:  # one resource's findings are synchronised by the caller
+                _insert_many(conn, "quality_finding", _QF_COLS, frows)
+            for dim, keys in flags.items():
+                conn.exec_driver_sql(f"UPDATE quality_resource SET f_{dim} = 1 WHERE rtype = {m} AND rid = {m}", keys)
+        # 3. counters
+        sums = ", ".join(f"SUM(f_{d})" for d in FLAG_DIMENSIONS)
+        upd = ", ".join(f"f_{d} = quality_counter.f_{d} + excluded.f_{d}" for d in FLAG_DIMENSIONS)
+        cols = ", ".join(f"f_{d}" for d in FLAG_DIMENSIONS)
+        conn.exec_driver_sql(
+            f"INSERT INTO quality_counter (institution, rtype, day, received, {cols}) "
+            f"SELECT institution, rtype, day, COUNT(*), {sums} FROM quality_resource WHERE {where} "
+            "GROUP BY institution, rtype, day "
+            "ON CONFLICT (institution, rtype, day) DO UPDATE SET "
+            f"received = quality_counter.received + excluded.received, {upd}", args)
+        # 4. the watermark and Tasks for the new findings
+        if key is None:
+            self._set_watermark(conn, args[1])
+            if self.tasks:
+                self._tasks_bulk(tx)
+        return cross
+
+    def _info(self, conn: Connection, keys: set[ResKey] | set[Any]) -> dict[tuple[str, str], Any]:
+        out: dict[tuple[str, str], Any] = {}
+        items = sorted((k.rtype, k.rid) for k in keys)
+        for i in range(0, len(items), 500):
+            chunk = items[i:i + 500]
+            q = sa.select(QR.c.rtype, QR.c.rid, QR.c.version, QR.c.subject, QR.c.institution, QR.c.day).where(
+                sa.tuple_(QR.c.rtype, QR.c.rid).in_(chunk))
+            out.update({(r[0], r[1]): r for r in conn.execute(q)})
+        return out
+
+    def _cross(self, conn: Connection, where: str, args: tuple[Any, ...],
+               fx: Facts | None = None) -> list[tuple[ResKey, Found]]:
+        ck = self.checker
+        out: list[tuple[ResKey, Found]] = []
+        w = where.replace("seq", "q.seq").replace("rtype =", "q.rtype =").replace("rid =", "q.rid =")
+        # the subject's birth, death and sex against the event and restricted codes
+        slack = ck.life_slack
+        life = fx is None or ((fx.event is not None or fx.xrule is not None)
+                              and bool(fx.subject and fx.subject.startswith("Patient/")))
+        for rtype, rid, event, xrule, gender, birth, death in [] if not life else conn.exec_driver_sql(
+            "SELECT q.rtype, q.rid, q.event, q.xrule, p.gender, p.birth, p.death FROM quality_resource q "
+            "JOIN quality_resource p ON p.rtype = 'Patient' AND p.rid = q.pid "
+            f"WHERE {w} AND (q.xrule IS NOT NULL OR q.event < p.birth - {slack} OR q.event > p.death + {slack})",
+            args
+        ):
+            k = ResKey(rtype, rid)
+            if event is not None and rtype in ck.life_events and (
+                    (birth is not None and event < birth - slack) or (death is not None and event > death + slack)):
+                what = "早于出生" if birth is not None and event < birth - slack else "晚于死亡"
+                path = f"{rtype}.{'.'.join(ck.life_events[rtype][0])}"
+                out.append((k, Found(f"consistency.{rtype}.event-in-life", path,
+                                     f"事件日期 {to_instant(event)[:10]} {what}")))
+            if xrule:
+                why = ck.sex_age_problem(xrule, gender, birth, event)
+                if why:
+                    info = ck.sex_rule_by_id[xrule]
+                    out.append((k, Found(xrule, f"{rtype}.{info.path}", why)))
+        # the same record twice at one institution: the one registered later (the larger record
+        # number, ids compared by length then text) is the duplicate
+        for rtype, rid, other in [] if fx is not None and fx.ukey is None else conn.exec_driver_sql(
+            "SELECT q.rtype, q.rid, MIN(b.rid) FROM quality_resource q JOIN quality_resource b "
+            "ON b.rtype = q.rtype AND b.ukey = q.ukey AND b.institution = q.institution AND b.rid <> q.rid "
+            "AND (b.uid IS NULL OR q.uid IS NULL OR b.uid = q.uid) "
+            "AND (LENGTH(b.rid) < LENGTH(q.rid) OR (LENGTH(b.rid) = LENGTH(q.rid) AND b.rid < q.rid)) "
+            f"WHERE {w} AND q.ukey IS NOT NULL GROUP BY q.rtype, q.rid", args
+        ):
+            out.append((ResKey(rtype, rid), Found(f"uniqueness.{rtype}", f"{rtype}.id",
+                                                  f"与 {rtype}/{other} 重复（同一机构的同一记录）")))
+        return out
+
+    # -- REST writes ---------------------------------------------------------------------------------------
+    def on_write(self, tx: Any, ev: WriteEvent) -> None:
+        if ev.resource_type in SKIP:
+            return
+        conn = tx.conn
+        m = _mark(conn)
+        key = ResKey(ev.resource_type, ev.id)
+        old = conn.exec_driver_sql(
+            f"SELECT institution, day, received, {', '.join('f_' + d for d in FLAG_DIMENSIONS)}, seq "
+            "FROM quality_resource "
+            f"WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid)).first()
+        if old is not None:
+            if old[-1] == 0 or old[-1] <= self._watermark(conn):  # counted already: take its contribution out
+                sets = ", ".join(f"f_{d} = f_{d} - {m}" for d in FLAG_DIMENSIONS)
+                conn.exec_driver_sql(
+                    f"UPDATE quality_counter SET received = received - 1, {sets} "
+                    f"WHERE institution = {m} AND rtype = {m} AND day = {m}",
+                    (*old[3:-1], old[0], key.rtype, old[1]))
+            conn.exec_driver_sql(f"DELETE FROM quality_resource WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid))
+        now = now_us()
+        if ev.resource is None:  # deleted: its open findings are withdrawn
+            self._sync(tx, key, ev.version, [], None, now, deleted=True)
+            return
+        # a record's receipt is when it first came: a corrected resubmission is not late itself
+        received = int(old[2]) if old is not None else now
+        fx = self.checker.check(key.rtype, key.rid, ev.resource, received)
+        _insert_many(conn, "quality_resource", _QR_COLS, [self._row(key.rtype, key.rid, ev.version, fx, 0)])
+        cross = self.process(tx, key, fx)
+        findings = fx.findings + [f for _k, f in cross]
+        inst_row = conn.exec_driver_sql(
+            f"SELECT institution, day FROM quality_resource WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid)
+        ).first()
+        self._sync(tx, key, ev.version, findings, (fx.subject, inst_row[0], inst_row[1]), now)
+
+    def _sync(self, tx: Any, key: ResKey, version: int, findings: list[Found],
+              ctx: tuple[str | None, str | None, int] | None, now: int, deleted: bool = False) -> None:
+        """Make the stored findings of one resource match ``findings``: open new ones (with a
+        Task), resolve the ones a corrected version no longer has (completing their Task)."""
+        conn = tx.conn
+        m = _mark(conn)
+        existing = {r[1]: r for r in conn.exec_driver_sql(
+            f"SELECT id, rule, status, task FROM quality_finding WHERE rtype = {m} AND rid = {m}",
+            (key.rtype, key.rid))}
+        wanted = {f.rule: f for f in findings}
+        for rule, (fid, _rule, status, task) in existing.items():
+            if rule not in wanted and status == "open":
+                conn.exec_driver_sql(f"UPDATE quality_finding SET status = {m}, closed = {m}, version = {m} "
+                                     f"WHERE id = {m}", ("cancelled" if deleted else "resolved", now, version, fid))
+                if task:
+                    self._close_task(task, "cancelled" if deleted else "completed")
+        if ctx is None:
+            return
+        subject, inst, day = ctx
+        for rule, f in wanted.items():
+            old = existing.get(rule)
+            if old is not None:
+                conn.exec_driver_sql(
+                    f"UPDATE quality_finding SET status = 'open', closed = NULL, version = {m}, path = {m}, "
+                    f"message = {m}, institution = {m} WHERE id = {m}", (version, f.path, f.message, inst, old[0]))
+                if old[2] != "open" and old[3]:
+                    self._close_task(old[3], "requested")
+                elif not old[3] and self.tasks:
+                    self._new_task(conn, old[0], key, f, subject, inst, now)
+                continue
+            fid = conn.execute(QF.insert().values(
+                rtype=key.rtype, rid=key.rid, version=version, rule=rule, dimension=self.dimension(rule), path=f.path,
+                message=f.message, subject=subject, institution=inst, day=day, status="open", detected=now,
+            ).returning(QF.c.id)).scalar_one()
+            if self.tasks:
+                self._new_task(conn, fid, key, f, subject, inst, now)
+
+    # -- Tasks ------------------------------------------------------------------------------------------------
+    def _task(self, fid: int, rtype: str, rid: str, rule: str, message: str, subject: str | None,
+              inst: str | None, now: int) -> dict[str, Any]:
+        info = self.rules.catalogue.get(rule)
+        task: dict[str, Any] = {
+            "resourceType": "Task",
+            "id": f"qf-{fid}",  # the finding's id: GET /quality/findings lists it as ``task``
+            "status": "requested",
+            "intent": "order",
+            "code": {"coding": [{"system": TASK_RULE_SYSTEM, "code": rule,
+                                 **({"display": info.title} if info else {})}],
+                     "text": info.title if info else rule},
+            "description": message,
+            "focus": {"reference": f"{rtype}/{rid}"},
+            "authoredOn": to_instant(now),
+        }
+        if subject and subject.startswith("Patient/"):
+            task["for"] = {"reference": subject}
+        if inst and inst != UNKNOWN:
+            task["owner"] = {"reference": f"Organization/{inst}"}
+        return task
+
+    def _new_task(self, conn: Connection, fid: int, key: ResKey, f: Found, subject: str | None,
+                  inst: str | None, now: int) -> None:
+        task = self._task(fid, key.rtype, key.rid, f.rule, f.message, subject, inst, now)
+        self.store.repository().update("Task", task["id"], task)
+        conn.exec_driver_sql(f"UPDATE quality_finding SET task = {_mark(conn)} WHERE id = {_mark(conn)}",
+                             (task["id"], fid))
+
+    def _close_task(self, task_id: str, status: str) -> None:
+        repo = self.store.repository()
+        try:
+            task = repo.read("Task", task_id).resource()
+        except Exception:  # the Task was deleted by someone: nothing to close
+            return
+        task["status"] = status
+        task["lastModified"] = to_instant(now_us())
+        repo.update("Task", task_id, task)
+
+    def _tasks_bulk(self, tx: Any) -> None:
+        """One Task per new finding, written through the importer's fast path."""
+        from phip.importer.loader import Importer
+
+        conn = tx.conn
+        rows = conn.execute(sa.select(QF.c.id, QF.c.rtype, QF.c.rid, QF.c.rule, QF.c.message, QF.c.subject,
+                                      QF.c.institution).where(QF.c.task.is_(None), QF.c.status == "open")).all()
+        if not rows:
+            return
+        now = now_us()
+        imp = Importer(self.store, parallel=False)
+        for i in range(0, len(rows), 1000):
+            chunk = rows[i:i + 1000]
+            imp._insert_new(tx, [(0, self._task(r[0], r[1], r[2], r[3], r[4], r[5], r[6], now)) for r in chunk])
+            conn.exec_driver_sql(f"UPDATE quality_finding SET task = {_mark(conn)} WHERE id = {_mark(conn)}",
+                                 [(f"qf-{r[0]}", r[0]) for r in chunk])
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def findings(self, *, subject: str | None = None, institution: str | None = None, rule: str | None = None,
+                 dimension: str | None = None, status: str | None = None, resource: str | None = None,
+                 day_from: int | None = None, day_to: int | None = None, count: int = 100,
+                 offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        conds: list[Any] = []
+        if subject:
+            conds.append(QF.c.subject == subject)
+        if institution:
+            conds.append(QF.c.institution == institution)
+        if rule:
+            conds.append(QF.c.rule == rule)
+        if dimension:
+            conds.append(QF.c.dimension == dimension)
+        if status:
+            conds.append(QF.c.status == status)
+        if resource:
+            rt, _, ri = resource.partition("/")
+            conds.append(QF.c.rtype == rt)
+            if ri:
+                conds.append(QF.c.rid == ri)
+        if day_from is not None:
+            conds.append(QF.c.day >= day_from)
+        if day_to is not None:
+            conds.append(QF.c.day <= day_to)
+        with self.store.read_conn() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(QF).where(*conds)).scalar_one()
+            recs = conn.execute(sa.select(QF).where(*conds).order_by(QF.c.id).limit(count).offset(offset)).all()
+        out = []
+        for r in recs:
+            out.append({
+                "id": r.id, "rule": r.rule, "dimension": r.dimension, "path": r.path, "message": r.message,
+                "status": r.status, "resource": f"{r.rtype}/{r.rid}", "version": r.version,
+                "subject": r.subject, "institution": r.institution, "day": _iso_day(r.day),
+                "detected": to_instant(r.detected), "closed": to_instant(r.closed) if r.closed else None,
+                "task": f"Task/{r.task}" if r.task else None,
+            })
+        return out, int(total)
+
+    def scorecard(self, *, day_from: int | None = None, day_to: int | None = None,
+                  threshold: float | None = None, institution: str | None = None) -> dict[str, Any]:
+        """Rates per dimension per institution (1 − failing/received; upload: received against the
+        expected daily volume), the threshold and the institutions below it."""
+        thr = self.rules.threshold if threshold is None else threshold
+        conds: list[Any] = []
+        if institution:
+            conds.append(QC.c.institution == institution)
+        ranged = list(conds)
+        if day_from is not None:
+            ranged.append(QC.c.day >= day_from)
+        if day_to is not None:
+            ranged.append(QC.c.day <= day_to)
+        per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        daily: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        with self.store.read_conn() as conn:
+            # per institution over the range, summed in SQL
+            for r in conn.execute(sa.select(QC.c.institution, sa.func.sum(QC.c.received).label("received"),
+                                            *[sa.func.sum(QC.c[f"f_{d}"]).label(d) for d in FLAG_DIMENSIONS])
+                                  .where(*ranged).group_by(QC.c.institution)):
+                per[r.institution] = {"received": int(r.received or 0),
+                                      **{d: int(getattr(r, d) or 0) for d in FLAG_DIMENSIONS}}
+            # daily volumes (all days: the baseline looks back before the range)
+            for inst, day, n in conn.execute(sa.select(QC.c.institution, QC.c.day, sa.func.sum(QC.c.received))
+                                             .where(*conds).group_by(QC.c.institution, QC.c.day)):
+                daily[inst][day] = int(n)
+        up = self.rules.f.upload
+        rows = []
+        total: dict[str, int] = defaultdict(int)
+        for inst in sorted(per):
+            p = per[inst]
+            n = p["received"]
+            rates = {d: (1 - p[d] / n) if n else None for d in FLAG_DIMENSIONS}
+            rates["upload"] = upload_rate(daily[inst], up.baseline_days, up.expected.get(inst), day_from, day_to)
+            below = [d for d, v in rates.items() if v is not None and v < thr]
+            rows.append({"institution": inst, "received": n, "failing": {d: p[d] for d in FLAG_DIMENSIONS},
+                         "rates": rates, "below": below})
+            for d in ("received", *FLAG_DIMENSIONS):
+                total[d] += p[d]
+        n = total["received"]
+        overall = {d: (1 - total[d] / n) if n else None for d in FLAG_DIMENSIONS}
+        return {
+            "rulesVersion": self.rules.version, "threshold": thr,
+            "from": _iso_day(day_from) if day_from else None, "to": _iso_day(day_to) if day_to else None,
+            "overall": {"received": n, "rates": overall},
+            "institutions": rows,
+            "below": [r["institution"] for r in rows if r["below"]],
+        }
+
+    def recheck(self, types: Iterable[str] | None = None, on_progress: Any = None, chunk: int = 500) -> int:
+        """Check the stored resources (of ``types``) again, e.g. after the rules changed: findings a
+        record no longer has are resolved, new ones opened; returns how many were checked."""
+        from phip.store.repository import content_bytes
+
+        R = S.resources
+        conds = [R.c.deleted == sa.false()]
+        if types:
+            conds.append(R.c.type.in_(list(types)))
+        conds.append(R.c.type.notin_(list(SKIP)))
+        last, n = 0, 0
+        while True:
+            with self.store.read_conn() as conn:
+                recs = conn.execute(sa.select(R.c.rid, R.c.type, R.c.id, R.c.version, R.c.content)
+                                    .where(R.c.rid > last, *conds).order_by(R.c.rid).limit(chunk)).all()
+            if not recs:
+                return n
+            with self.store.write_tx() as tx:
+                for r in recs:
+                    doc = orjson.loads(content_bytes(r.content) or b"{}")
+                    self.on_write(tx, WriteEvent(r.type, r.id, r.version, "PUT", doc))
+            n += len(recs)
+            last = recs[-1].rid
+            if on_progress is not None:
+                on_progress(len(recs))
+
+
+def upload_rate(daily: dict[int, int], baseline_days: int, fixed: float | None, day_from: int | None,
+                day_to: int | None) -> float | None:
+    """Received against expected volume over the days in range, at most 1: Σ received / Σ expected,
+    where a day's expected volume is ``fixed`` or the mean of the previous ``baseline_days`` days
+    (days without uploads count as 0; days before a full baseline are not judged)."""
+    if not daily:
+        return None
+    from datetime import date, timedelta
+
+    def d(x: int) -> date:
+        return date(x // 10000, x // 100 % 100, x % 100)
+
+    first, last = d(min(daily)), d(max(daily))
+    lo = d(day_from) if day_from else first
+    hi = d(day_to) if day_to else last
+    from collections import deque
+
+    got = exp = 0.0
+    window: deque[int] = deque()
+    wsum = 0
+    cur = first
+    while cur <= hi:
+        k = cur.year * 10000 + cur.month * 100 + cur.day
+        r = daily.get(k, 0)
+        e = fixed if fixed is not None else (wsum / len(window) if len(window) >= baseline_days else None)
+        if cur >= lo and e:
+            got += r
+            exp += e
+        window.append(r)
+        wsum += r
+        if len(window) > baseline_days:
+            wsum -= window.popleft()
+        cur += timedelta(days=1)
+    return min(1.0, got / exp) if exp else None
+
+
+def _received(sent: str | None, resource: dict[str, Any]) -> int:
+    """When the sender uploaded it (its ``meta.lastUpdated``), else the node's own stamp."""
+    for v in (sent, (resource.get("meta") or {}).get("lastUpdated")):
+        t = parse_time(v) if isinstance(v, str) and len(v) > 10 else None
+        if t is not None:
+            return t
+    return now_us()
+
+
+def _iso_day(day: int | None) -> str | None:
+    if not day:
+        return None
+    return f"{day // 10000:04d}-{day // 100 % 100:02d}-{day % 100:02d}"
+
+
+__all__ = ["DAY_US", "QualityService", "ResKey", "upload_rate"]

@@ -1,0 +1,84 @@
+"""On a small synthetic region with injected defects: the engine finds ≥ 99% of them and flags ≤ 1%
+of clean records; ``phip quality report`` prints the scorecard.  The defect kinds that no rule can
+see in one record are listed in ``phip.quality.evaluate.OUT_OF_SCOPE`` (the larger run is
+``bench/bench_quality.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from phip.importer.loader import Importer, collect
+from phip.quality.evaluate import DETECTED_BY, OUT_OF_SCOPE, evaluate
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from phip.synth import run
+
+    out = tmp_path_factory.mktemp("quality") / "region"
+    run(out, 300, 5, years=2, progress=False)
+    return out
+
+
+def _import(node: Any, region: Path) -> Any:
+    imp = Importer(node.store, parallel=False)
+    try:
+        for f in collect([region]):
+            if f.suffix == ".ndjson":
+                imp.import_file(f)
+        imp.finish()
+    finally:
+        imp.close()
+    return imp.report
+
+
+def test_finds_injected_defects(node: Any, region: Path) -> None:
+    report = _import(node, region)
+    assert not report.rejected
+    ev = evaluate(node.store, region, node.ext["quality"].rules)
+    print("\n".join(ev.lines()))
+    assert ev.in_scope > 100 and ev.clean > 5000
+    assert ev.recall >= 0.99, ev.missed[:20]
+    assert ev.fp_rate <= 0.01, ev.fp_rules.most_common(5)
+    # the mapping is explicit: every kind in the truth file is either detected by named rules or out of scope
+    kinds = {k.split(" ")[0] for k in ev.by_kind} | {k.split(":")[0] for k in ev.out_of_scope}
+    assert kinds <= set(DETECTED_BY) | {k.split(":")[0] for k in OUT_OF_SCOPE}
+    # every finding has an institution, and those found at import have Tasks assigned to it
+    import sqlalchemy as sa
+
+    from phip.quality.tables import quality_finding as QF
+
+    with node.store.read_conn() as conn:
+        n_open, n_task, n_noinst = conn.execute(sa.select(
+            sa.func.count(), sa.func.count(QF.c.task),
+            sa.func.sum(sa.case((QF.c.institution.is_(None), 1), else_=0)))).one()
+    assert n_open > 0 and n_task == n_open and not n_noinst
+    sc = node.ext["quality"].scorecard()
+    # every imported resource is counted (other capabilities may have written a few more records)
+    received = sc["overall"]["received"]
+    assert report.loaded <= received <= report.loaded + 10
+    names = {r["institution"] for r in sc["institutions"]}
+    assert "510104-rmyy" in names and "unknown" not in names
+    # importing the same files again changes nothing (resumable import, no second findings)
+    _import(node, region)
+    assert node.ext["quality"].scorecard()["overall"]["received"] == received
+
+
+def test_report_command(node: Any, region: Path) -> None:
+    from typer.testing import CliRunner
+
+    from phip.quality.cli import app
+
+    _import(node, region / "510104-rmyy")  # one hospital is enough here
+    r = CliRunner().invoke(app, ["report", "--data", str(node.data), "--json"])
+    assert r.exit_code == 0, r.output
+    sc = orjson.loads(r.stdout)
+    assert sc["threshold"] == 0.98 and sc["institutions"]
+    r = CliRunner().invoke(app, ["report", "--data", str(node.data)])
+    assert r.exit_code == 0 and "Completeness" in r.stdout and "institutions below 98%" in r.output
+    r = CliRunner().invoke(app, ["report", "--data", str(node.data), "--from", "2025-13-01x"])
+    assert r.exit_code == 2
