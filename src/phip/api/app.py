@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from phip import __version__
-from phip.api.middleware import Authenticate, BodyLimit, ReadFastPath
+from phip.api.middleware import Authenticate, BodyLimit, ReadFastPath, flat_routes
 from phip.fhir.errors import FhirError, Issue, outcome
 from phip.node.node import Node
 
@@ -77,7 +77,24 @@ def create_app(node: Node) -> FastAPI:
                 app.include_router(router)
     app.include_router(fhir.router)
     # added last = outermost
-    app.add_middleware(ReadFastPath, store=node.store)
-    app.add_middleware(Authenticate, tokens=node.tokens)
+    owned = frozenset(t for cap in node.capabilities for t in cap.extras.get("owns_types", ()))
+    app.add_middleware(ReadFastPath, store=node.store, exclude=owned)
+    # capabilities' middleware that run once the caller is known (the security route guard)
+    for cap in reversed(node.capabilities):
+        for mw in cap.extras["inner_middleware"]() if "inner_middleware" in cap.extras else ():
+            app.add_middleware(mw, node=node)
+    # every path needs a bearer token but these (deny by default); routes may declare themselves
+    # public with openapi_extra={"x-phip-access": "public"}
+    public = {"/fhir/metadata", "/healthz", app.docs_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url,
+              app.redoc_url}
+    public |= {p for cap in node.capabilities for p in cap.extras.get("public_paths", ())}
+    public |= {getattr(r, "path", "") for r in flat_routes(app.routes)
+               if (getattr(r, "openapi_extra", None) or {}).get("x-phip-access") == "public"}
+    app.add_middleware(Authenticate, tokens=node.tokens, public=frozenset(p for p in public if p),
+                       hooks=node.store.hooks)
+    # capabilities' middleware that must see every request, authenticated or not (audit, hardening)
+    for cap in reversed(node.capabilities):
+        for mw in cap.extras["middleware"]() if "middleware" in cap.extras else ():
+            app.add_middleware(mw, node=node)
     app.add_middleware(BodyLimit, max_body=node.config.max_body_bytes)
     return app

@@ -15,7 +15,7 @@ import orjson
 
 from phip.api.context import current_principal
 from phip.fhir.errors import Issue, outcome
-from phip.security.tokens import TokenError, TokenService
+from phip.security.tokens import TokenError, TokenService, with_request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,6 +32,20 @@ async def send_outcome(send: Send, status: int, issue: Issue, headers: dict[str,
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+def flat_routes(routes: list[Any]) -> list[Any]:
+    """Every leaf route with its full path (FastAPI ≥ 0.120 keeps included routers as nodes of
+    ``app.routes``; older versions already list the leaves)."""
+    try:
+        from fastapi.routing import _iter_routes_with_context
+    except ImportError:  # pragma: no cover - older FastAPI
+        return list(routes)
+    out = []
+    for route, ctx in _iter_routes_with_context(routes):
+        sr = ctx.starlette_route if ctx is not None else None
+        out.append(sr if sr is not None and getattr(route, "path", None) is None else route)
+    return out
 
 
 class BodyTooLarge(Exception):
@@ -81,13 +95,28 @@ class BodyLimit:
 
 
 class Authenticate:
-    def __init__(self, app: ASGIApp, tokens: TokenService) -> None:
+    """Every path but the ``public`` ones needs a bearer token of this node (or of a trusted
+    issuer); a break-glass header (``X-Break-Glass: reason``, purpose of use ETREAT) and the
+    caller's address are added to the principal of the request."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenService, public: frozenset[str] = PUBLIC,
+                 hooks: Any = None) -> None:
         self.app = app
         self.tokens = tokens
+        self.public = public
+        self.hooks = hooks
+
+    def _failed(self, scope: Scope, reason: str) -> None:
+        if self.hooks is not None:
+            from phip.core.hooks import AuthEvent, Point
+
+            client = scope.get("client")
+            self.hooks.fire(Point.AUTHENTICATE, AuthEvent("failure", "bearer", None, None, None,
+                                                          client[0] if client else None, reason))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/fhir") or path in PUBLIC:
+        if scope["type"] != "http" or path in self.public:
             await self.app(scope, receive, send)
             return
         auth = b""
@@ -98,15 +127,18 @@ class Authenticate:
         scheme, _, token = auth.decode("latin-1").partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="phip"'}
         if scheme.lower() != "bearer" or not token.strip():
+            self._failed(scope, "no bearer token")
             await send_outcome(send, 401, Issue("error", "login", "This request needs an Authorization: Bearer token",
                                                 None, "PHIP-1401"), challenge)
             return
         try:
             principal = self.tokens.verify(token.strip())
         except TokenError as e:
+            self._failed(scope, str(e))
             await send_outcome(send, 401, Issue("error", "login", f"Authentication failed: {e}", None, "PHIP-1401"),
                                challenge)
             return
+        principal = with_request(principal, scope)
         reset = current_principal.set(principal)
         try:
             await self.app(scope, receive, send)
@@ -123,14 +155,15 @@ class ReadFastPath:
     reads with ``_summary``/``_elements`` or ``If-None-Match``, goes on to the router.
     """
 
-    def __init__(self, app: ASGIApp, store: Any) -> None:
+    def __init__(self, app: ASGIApp, store: Any, exclude: frozenset[str] = frozenset()) -> None:
         import re
 
         from phip.fhir import definitions as defs
 
         self.app = app
         self.store = store
-        self.types = defs.resource_types()
+        # types a capability serves itself (AuditEvent: from the audit chain) go to its routes
+        self.types = frozenset(defs.resource_types()) - exclude
         self.path_re = re.compile(r"^/fhir/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

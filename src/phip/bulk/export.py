@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import sqlalchemy as sa
 
@@ -26,10 +26,15 @@ def patient_compartment_types() -> dict[str, tuple[str, ...]]:
     return {t: ps for t, ps in defs.compartments().get("Patient", {}).items() if t in defs.resource_types()}
 
 
-def iter_type(store: Store, rtype: str, since_us: int | None, patients: list[str] | None) -> Iterator[bytes]:
-    """Current, non-deleted resources of one type as JSON bytes, in rid order."""
+def iter_type(store: Store, rtype: str, since_us: int | None, patients: list[str] | None,
+              where: Callable[[Any, str], list[Any]] | None = None,
+              transform: Callable[[str, bytes], bytes] | None = None) -> Iterator[bytes]:
+    """Current, non-deleted resources of one type as JSON bytes, in rid order.
+
+    ``where(resources, type)``: extra SQL conditions (the caller's access scope); ``transform``:
+    what each body becomes on its way out (masking)."""
     r = S.resources
-    conds = [r.c.type == rtype, r.c.deleted == sa.false()]
+    conds = [r.c.type == rtype, r.c.deleted == sa.false(), *(where(r, rtype) if where is not None else ())]
     if since_us is not None:
         conds.append(r.c.last_updated >= since_us)
     if patients is not None:
@@ -59,8 +64,10 @@ def iter_type(store: Store, rtype: str, since_us: int | None, patients: list[str
             return
         for rec in recs:
             body = content_bytes(rec.content)
+            if body is not None and store.codec is not None:
+                body = store.codec.open(body)  # encryption at rest: exports carry plaintext
             if body is not None:
-                yield body
+                yield transform(rtype, body) if transform is not None else body
         last = recs[-1].rid
 
 
@@ -100,6 +107,8 @@ def export(
     patients: list[str] | None = None,
     progress: Callable[[str, int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    where: Callable[[Any, str], list[Any]] | None = None,
+    transform: Callable[[str, bytes], bytes] | None = None,
 ) -> dict[str, int]:
     """Write ``<Type>.ndjson`` files into ``out``; returns counts per type (empty types omitted)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +122,7 @@ def export(
         n = 0
         f: IO[bytes] | None = None
         try:
-            for body in iter_type(store, rtype, since_us, patients):
+            for body in iter_type(store, rtype, since_us, patients, where, transform):
                 if cancelled is not None and cancelled():
                     return counts
                 if f is None:

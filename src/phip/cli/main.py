@@ -73,17 +73,26 @@ def serve(
     port: int = typer.Option(8080, "--port"),
     workers: int = typer.Option(1, "--workers", help="Worker processes"),
     log_level: str = typer.Option("warning", "--log-level"),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate (chain): serve HTTPS"),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert"),
 ) -> None:
-    """Serve FHIR R4 at /fhir, /healthz and the OpenAPI docs at /docs."""
+    """Serve FHIR R4 at /fhir, /healthz and the OpenAPI docs at /docs (HTTPS with --tls-cert/--tls-key)."""
     import os
 
     import uvicorn
 
+    if (tls_cert is None) != (tls_key is None):
+        _fail("--tls-cert and --tls-key go together")
+    for p in (tls_cert, tls_key):
+        if p is not None and not p.is_file():
+            _fail(f"{p} does not exist")
     _open(data).close()  # fail early, with a clear message, on a bad node folder; migrate once
     os.environ["PHIP_DATA"] = str(Path(data).resolve())
-    console.print(f"phip serving [bold]http://{host}:{port}/fhir[/] (docs: http://{host}:{port}/docs)")
+    scheme = "https" if tls_cert else "http"
+    console.print(f"phip serving [bold]{scheme}://{host}:{port}/fhir[/] (docs: {scheme}://{host}:{port}/docs)")
+    tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
     uvicorn.run("phip.api.server:app", host=host, port=port, workers=workers, log_level=log_level,
-                access_log=False, factory=False)
+                access_log=False, factory=False, **tls)
 
 
 @app.command()
@@ -94,10 +103,16 @@ def token(
     sub: str = typer.Option("cli", "--sub", help="Who the token is for"),
     org: str | None = typer.Option(None, "--org", help="Organization/ID"),
     region: str | None = typer.Option(None, "--region", help="GB/T 2260 code"),
-    person: str | None = typer.Option(None, "--person", help="Person/ID"),
+    person: str | None = typer.Option(None, "--person", help="Person/ID (residents: whose record it is)"),
     ttl: int = typer.Option(3600, "--ttl", help="Lifetime in seconds"),
+    practitioner: str | None = typer.Option(None, "--practitioner", help="Practitioner/ID (family doctors)"),
+    scope: str | None = typer.Option(None, "--scope", help="SMART scopes, e.g. 'user/*.rs' (default: the role's "
+                                     "rights, unrestricted by scopes)"),
 ) -> None:
-    """Print a signed bearer token (JWT) the node accepts."""
+    """Print a signed bearer token (JWT) the node accepts.
+
+    Residents need --person Person/ID; clinicians, family doctors and insurers --org Organization/ID;
+    public-health staff --region."""
     from phip.node.config import NodeConfig
     from phip.security import keys
     from phip.security.tokens import TokenError, TokenService
@@ -105,10 +120,25 @@ def token(
     try:
         cfg = NodeConfig.load(data)
         svc = TokenService(keys.load_all(data), issuer=f"urn:phip:node:{cfg.region}:{cfg.name}")
-        for label, value, prefix in (("--org", org, "Organization/"), ("--person", person, "Person/")):
+        for label, value, prefix in (("--org", org, "Organization/"), ("--person", person, "Person/"),
+                                     ("--practitioner", practitioner, "Practitioner/")):
             if value and not value.startswith(prefix):
                 _fail(f"{label} must look like {prefix}ID, not {value!r}")
-        print(svc.issue(role, sub, org=org, region=region, person=person, ttl=ttl))
+        if role == "resident" and not person:
+            _fail("a resident's token needs --person Person/ID")
+        if role in ("clinician", "family-doctor", "insurer") and not org:
+            _fail(f"a {role}'s token needs --org Organization/ID")
+        if role == "public-health" and not region:
+            _fail("a public-health token needs --region (GB/T 2260 code)")
+        if scope is not None:
+            from phip.security.scopes import ScopeError, compile_scopes
+
+            try:
+                compile_scopes(tuple(scope.split()))
+            except ScopeError as e:
+                _fail(str(e))
+        print(svc.issue(role, sub, org=org, region=region, person=person, ttl=ttl, practitioner=practitioner,
+                        scope=scope))
     except (NodeError, TokenError) as e:
         _fail(str(e))
 
@@ -150,8 +180,10 @@ def export(
     out: Path = typer.Option(..., "--out", help="Folder for the NDJSON files"),
     type_: str | None = typer.Option(None, "--type", help="Comma-separated resource types"),
     since: str | None = typer.Option(None, "--since", help="Only resources changed since this instant"),
+    deidentify: str | None = typer.Option(None, "--deidentify", help="De-identify with PROFILE (built in: "
+                                          "research, statistics; or a JSON file): see docs/privacy.md"),
 ) -> None:
-    """Write NDJSON, one file per resource type."""
+    """Write NDJSON, one file per resource type (de-identified with --deidentify)."""
     from phip.bulk.export import export as run_export
     from phip.bulk.export import parse_since, parse_types
     from phip.fhir.errors import FhirError
@@ -162,6 +194,18 @@ def export(
         since_us = parse_since(since)
     except FhirError as e:
         _fail(e.issues[0].diagnostics)
+        return
+    audit = node.ext.get("audit")
+    if audit is not None:  # an export of personal data is on the audit trail
+        audit.event("export", query=f"phip export --out {out} --type {type_ or '*'} --since {since or '-'}"
+                    + (f" --deidentify {deidentify}" if deidentify else ""), detail="command line")
+    if deidentify:
+        from phip.privacy.cli import export_deidentified
+
+        try:
+            export_deidentified(node, out, deidentify, types, since_us)
+        finally:
+            node.close()
         return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}"),
                   console=console) as progress:

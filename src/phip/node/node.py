@@ -52,6 +52,10 @@ class Node:
         return node
 
     def close(self) -> None:
+        for svc in self.ext.values():  # capabilities' services flush and stop their threads (audit)
+            close = getattr(svc, "close", None)
+            if callable(close):
+                close()
         self.store.dispose()
 
 
