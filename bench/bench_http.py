@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -153,12 +154,38 @@ def reads_httpx(srv: common.Server, paths: list[str], token: str, connections: i
 
 # -- bundles ---------------------------------------------------------------------------------------------
 def make_bundles(n: int, seed: int, orgs: list[str], pracs: list[str]) -> list[bytes]:
+    """The bundles of a live EMR feed: each visit is moved to end an hour ago (as a hospital posts
+    today's visit), so data-quality timeliness rules judge them on time, as they would be."""
     g = gen.Gen(20 * n, seed + 1000)
     if orgs:
         g.orgs = orgs
     if pracs:
         g.pracs = pracs
-    return [orjson.dumps(g.visit_bundle(k)) for k in range(n)]
+    now = datetime.now(UTC) - timedelta(hours=1)
+    return [orjson.dumps(_live(g.visit_bundle(k), now)) for k in range(n)]
+
+
+_DT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def _live(bundle: dict[str, Any], end: datetime) -> dict[str, Any]:
+    """Shift every dateTime of the bundle by one delta so that the latest is ``end``."""
+    found: list[datetime] = []
+
+    def walk(v: Any, fn: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x, fn) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x, fn) for x in v]
+        if isinstance(v, str) and _DT.match(v):
+            return fn(v)
+        return v
+
+    walk(bundle, lambda v: found.append(datetime.fromisoformat(v.replace("Z", "+00:00"))) or v)
+    if not found:
+        return bundle
+    delta = end - max(found)
+    return walk(bundle, lambda v: (datetime.fromisoformat(v.replace("Z", "+00:00")) + delta).isoformat())  # type: ignore[no-any-return]
 
 
 def post_bundles(srv: common.Server, bodies: list[bytes], token: str, clients: int,
