@@ -32,7 +32,8 @@ def test_system_patient_group_export(api: Any) -> None:
     r = api.get("/fhir/$export", headers={"Prefer": "respond-async"}, expect=202)
     manifest = _wait(api, r.headers["Content-Location"]).json()
     counts = {o["type"]: o["count"] for o in manifest["output"]}
-    assert counts == {"Patient": 2, "Observation": 2, "Organization": 1, "Group": 1}
+    # each Patient is linked to its master Person (the master patient index), exported too
+    assert counts == {"Patient": 2, "Person": 2, "Observation": 2, "Organization": 1, "Group": 1}
     assert manifest["requiresAccessToken"] is True
     url = next(o["url"] for o in manifest["output"] if o["type"] == "Observation")
     assert api.c.get(url.replace("http://testserver", "")).status_code == 401  # same auth

@@ -360,6 +360,8 @@ def test_everything_paging(api: Any) -> None:
         "resourceType": "Encounter", "status": "finished", "subject": {"reference": f"Patient/{pa}"},
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"}}))
     mk(api, obs(subject={"reference": f"Patient/{pb}"}))
+    # the master Person linked to the Patient is in its compartment (Person.link)
+    mine |= {f"Person/{e['resource']['id']}" for e in get(api, f"/fhir/Person?link=Patient/{pa}")["entry"]}
     seen: list[str] = []
     nxt: str | None = f"/fhir/Patient/{pa}/$everything?_count=3"
     pages = 0
