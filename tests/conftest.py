@@ -22,6 +22,10 @@ from phip.store import schema as S
 
 load_tables()  # every capability's tables are on S.metadata (emptied between tests, compared with migrations)
 
+# Test nodes start without the shipped code tables (phip init loads ~54 terminology resources, 0.3 s on
+# PostgreSQL, for each of hundreds of nodes); the terminology tests load them where they need them.
+os.environ.setdefault("PHIP_TERMINOLOGY_ON_INIT", "0")
+
 PG_ADMIN = os.environ.get("PHIP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -32,8 +32,11 @@ def test_system_patient_group_export(api: Any) -> None:
     r = api.get("/fhir/$export", headers={"Prefer": "respond-async"}, expect=202)
     manifest = _wait(api, r.headers["Content-Location"]).json()
     counts = {o["type"]: o["count"] for o in manifest["output"]}
-    # each Patient is linked to its master Person (the master patient index), exported too
+    # each Patient is linked to its master Person (the master patient index), exported too; so are the
+    # data-quality Tasks raised on these deliberately incomplete records
+    tasks = counts.pop("Task", 0)
     assert counts == {"Patient": 2, "Person": 2, "Observation": 2, "Organization": 1, "Group": 1}
+    assert tasks == api.get("/fhir/Task?_summary=count", expect=200).json()["total"]
     assert manifest["requiresAccessToken"] is True
     url = next(o["url"] for o in manifest["output"] if o["type"] == "Observation")
     assert api.c.get(url.replace("http://testserver", "")).status_code == 401  # same auth
@@ -46,8 +49,9 @@ def test_system_patient_group_export(api: Any) -> None:
 
     r = api.get(f"/fhir/Group/{g}/$export", expect=202)
     out = _wait(api, r.headers["Content-Location"]).json()["output"]
-    # the Group itself is in its member's Patient compartment (CompartmentDefinition-patient: Group.member)
-    assert {o["type"]: o["count"] for o in out} == {"Patient": 1, "Observation": 1, "Group": 1}
+    # the Group itself is in its member's Patient compartment (CompartmentDefinition-patient: Group.member),
+    # and so is the member's master Person (Person.link)
+    assert {o["type"]: o["count"] for o in out} == {"Patient": 1, "Observation": 1, "Group": 1, "Person": 1}
 
     api.get("/fhir/$export?_type=Nope", expect=400)
     api.get("/fhir/$export?_since=yesterday", expect=400)

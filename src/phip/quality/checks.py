@@ -107,6 +107,9 @@ def day_of(us: int, offset_hours: float = 8) -> int:
     return day
 
 
+_LOCAL_REF = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+
+
 def _split(path: str) -> tuple[str, ...]:
     return tuple(path.split("."))
 
@@ -272,8 +275,10 @@ class Checker:
                     return m.group(1), None
         for name in self.via:
             ref = res.get(name)
-            if isinstance(ref, dict) and isinstance(ref.get("reference"), str) and "/" in ref["reference"]:
-                return None, ref["reference"]
+            r = ref.get("reference") if isinstance(ref, dict) else None
+            # only a local Type/id: an absolute URL names a record on another server
+            if isinstance(r, str) and _LOCAL_REF.match(r):
+                return None, r
         return None, None
 
     # -- the checks ------------------------------------------------------------------------------------------

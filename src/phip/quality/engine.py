@@ -355,7 +355,8 @@ class QualityService:
     def _new_task(self, conn: Connection, fid: int, key: ResKey, f: Found, subject: str | None,
                   inst: str | None, now: int) -> None:
         task = self._task(fid, key.rtype, key.rid, f.rule, f.message, subject, inst, now)
-        self.store.repository().update("Task", task["id"], task)
+        # a new finding's Task id (qf-<finding id>) has never been used: create, no look-up of a current version
+        self.store.repository().create("Task", task, rid=task["id"])
         conn.exec_driver_sql(f"UPDATE quality_finding SET task = {_mark(conn)} WHERE id = {_mark(conn)}",
                              (task["id"], fid))
 
