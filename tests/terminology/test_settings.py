@@ -10,7 +10,8 @@ from phip.node.config import NodeError
 from phip.terminology.settings import TerminologySettings
 
 
-def test_defaults_and_parsing() -> None:
+def test_defaults_and_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PHIP_TERMINOLOGY_ON_INIT", raising=False)  # the suite's conftest sets it
     s = TerminologySettings.from_dict({})
     assert (s.strictness, s.load_on_init, s.map_local, s.profiles) == ("warn", True, True, {})
     s = TerminologySettings.from_dict({"strictness": "reject", "load_on_init": False,

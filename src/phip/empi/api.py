@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from phip.api.context import current_principal
@@ -233,8 +233,10 @@ async def unmerge_op(request: Request) -> Response:
 
 
 # -- review queue and manual decisions ------------------------------------------------------------
+_MAX_ID = 2**31 - 1  # review item ids are 32-bit integers on every backend
 @router.get("/empi/review", summary="Potential matches waiting for review (per-field scores)")
-def review_list(request: Request, status: str = "open", _count: int = 50, after: int = 0) -> Response:
+def review_list(request: Request, status: str = "open", _count: int = Query(50, ge=1, le=500),
+                after: int = Query(0, ge=0, le=_MAX_ID)) -> Response:
     _who(steward=True)
     from phip.empi.steward import review_items
 
@@ -247,7 +249,7 @@ def review_list(request: Request, status: str = "open", _count: int = 50, after:
 
 
 @router.post("/empi/review/{item_id}", summary="Decide a review item: link or reject, with a reason")
-async def review_decide(request: Request, item_id: int) -> Response:
+async def review_decide(request: Request, item_id: int = Path(ge=1, le=_MAX_ID)) -> Response:
     who = _who(steward=True)
     body = await _json(request)
     from phip.empi.steward import decide_review
