@@ -45,6 +45,7 @@ def prepare(data: Path, persons: int, seed: int, console: Console, years: int = 
         console.print(f"generating a synthetic region of {persons:,} residents over {years} year(s) (seed {seed}) …")
         synth_run(region, persons=persons, seed=seed, years=years, progress=True)
         (region / ".complete").write_text("ok")
+        console.print(f"generated in {time.monotonic() - started:.0f} s")
     files = [f for f in collect([region]) if f.suffix == ".ndjson" and "truth" not in f.relative_to(region).parts]
     rep = import_files(node.store, files, console)
     console.print(f"imported {rep.loaded:,} resources from {len(files)} files; rejected {len(rep.rejected)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -19,5 +20,7 @@ def import_files(store: Store, files: list[Path], console: Console) -> ImportRep
     with progress:
         task = progress.add_task("import", total=total)
         imp = Importer(store, on_progress=lambda n: progress.advance(task, n))
-        imp.import_all(files, on_phase=lambda what: console.print(f"[bold]import[/] {what} …"))
+        started = time.monotonic()
+        imp.import_all(files, on_phase=lambda what: console.print(
+            f"[bold]import[/] {what} … ({imp.report.loaded:,} resources in {time.monotonic() - started:.0f} s)"))
     return imp.report

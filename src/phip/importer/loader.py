@@ -45,8 +45,9 @@ from phip.store.repository import (
 )
 
 BATCH = 1000
-#: NDJSON files at least this big are validated and indexed in a worker process, in parallel
-PARALLEL_MIN_BYTES = 4 * 1024 * 1024
+#: NDJSON files at least this big are validated and indexed in a worker process, in parallel (the
+#: process starts once per import and serves every file after it; a region is hundreds of small files)
+PARALLEL_MIN_BYTES = 64 * 1024
 #: SQLite page cache of the importing connection (KiB); the server's connections keep 256 MiB
 IMPORT_CACHE_KIB = 2 * 1024 * 1024
 
