@@ -273,7 +273,7 @@ class Importer:
                 existing.update(
                     (t, i) for t, i in conn.execute(
                         sa.select(S.resources.c.type, S.resources.c.id).where(
-                            sa.tuple_(S.resources.c.type, S.resources.c.id).in_(chunk)))
+                            S.pairs_in(S.resources.c.type, S.resources.c.id, chunk)))
                 )
             fresh: list[tuple[int, dict[str, Any]]] = []
             seen: set[tuple[str, str]] = set()

@@ -215,7 +215,7 @@ class QualityService:
         for i in range(0, len(items), 500):
             chunk = items[i:i + 500]
             q = sa.select(QR.c.rtype, QR.c.rid, QR.c.version, QR.c.subject, QR.c.institution, QR.c.day).where(
-                sa.tuple_(QR.c.rtype, QR.c.rid).in_(chunk))
+                S.pairs_in(QR.c.rtype, QR.c.rid, chunk))
             out.update({(r[0], r[1]): r for r in conn.execute(q)})
         return out
 

@@ -73,13 +73,22 @@ class LabelRules:
     def types(self) -> frozenset[str]:
         return frozenset(t for r in self.rules for t in r.params)
 
+    @cached_property
+    def params(self) -> dict[str, frozenset[str]]:
+        """resource type → every token parameter a rule looks at"""
+        out: dict[str, set[str]] = {}
+        for r in self.rules:
+            for t, ps in r.params.items():
+                out.setdefault(t, set()).update(ps)
+        return {t: frozenset(ps) for t, ps in out.items()}
+
     def labels_for(self, resource: dict[str, Any]) -> list[str]:
         rtype = resource.get("resourceType", "")
         if rtype not in self.types:
             return []
-        from phip.fhir.search.extract import index_resource
+        from phip.fhir.search.extract import index_params
 
-        tokens = index_resource(resource).tokens
+        tokens = index_params(resource, self.params[rtype]).tokens
         out: list[str] = []
         for rule in self.rules:
             params = rule.params.get(rtype)

@@ -282,7 +282,7 @@ def _check_references(conn: Connection, refs: list[tuple[str, str, str]]) -> Non
     for k in range(0, len(items), 500):
         chunk = items[k : k + 500]
         q = sa.select(S.resources.c.type, S.resources.c.id).where(
-            sa.tuple_(S.resources.c.type, S.resources.c.id).in_(chunk), S.resources.c.deleted == sa.false()
+            S.pairs_in(S.resources.c.type, S.resources.c.id, chunk), S.resources.c.deleted == sa.false()
         )
         found.update((t, i) for t, i in conn.execute(q))
     missing = [(e, t, i) for e, t, i in refs if (t, i) not in found]
@@ -416,7 +416,7 @@ class Repository:
         with self.store.read_conn() as conn:
             for k in range(0, len(refs), 500):
                 chunk = refs[k : k + 500]
-                q = sa.select(*_ROW_COLS).where(sa.tuple_(R.c.type, R.c.id).in_(chunk), R.c.deleted == sa.false(),
+                q = sa.select(*_ROW_COLS).where(S.pairs_in(R.c.type, R.c.id, chunk), R.c.deleted == sa.false(),
                                                 *self.access_where(R, sorted({t for t, _i in chunk}), "r",
                                                                    quiet=True))
                 out.extend(_row(r) for r in conn.execute(q))
@@ -554,7 +554,7 @@ class Repository:
                 .select_from(x.join(t, t.c.rid == x.c.rid))
                 .where(
                     x.c.param == S.param_key(inc.source_type, inc.code),
-                    sa.tuple_(x.c.target_type, x.c.target_id).in_(keys),
+                    S.pairs_in(x.c.target_type, x.c.target_id, keys),
                     local_refs(x, base),
                     t.c.deleted == sa.false(),
                     *self.access_where(t, [inc.source_type], "s", quiet=True),

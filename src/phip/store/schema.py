@@ -23,6 +23,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
     Float,
     Index,
     Integer,
@@ -32,6 +33,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
+    false,
+    or_,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -197,6 +201,20 @@ def param_key(resource_type: str, code: str) -> int:
     only on the names; uniqueness over every known parameter is checked by the tests.
     """
     return zlib.crc32(f"{resource_type}.{code}".encode()) & 0x7FFFFFFF
+
+def pairs_in(first: Any, second: Any, keys: Any) -> ColumnElement[bool]:
+    """``(first, second) IN keys`` written so that an index on (first, second) serves it.
+
+    SQLite scans the whole table for a row-value ``IN`` list; one ``first = ? AND second IN (…)``
+    per distinct first value is a few index searches on every backend.
+    """
+    by: dict[Any, list[Any]] = {}
+    for a, b in keys:
+        by.setdefault(a, []).append(b)
+    terms = [and_(first == a, second.in_(bs)) for a, bs in by.items()]
+    if not terms:
+        return false()
+    return terms[0] if len(terms) == 1 else or_(*terms)
 
 #: the value indexes of the search tables: a bulk load into a (nearly) empty store drops them
 #: and builds them again at the end (``Store.defer_search_indexes`` / ``ensure_indexes``)

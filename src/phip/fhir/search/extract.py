@@ -828,7 +828,8 @@ def composite_component_types(resource_type: str, code: str) -> tuple[tuple[str,
 # --------------------------------------------------------------------------- extraction
 
 
-def _extract(resource: dict[str, Any], probes: Sink, gate: bool = True) -> ResourceIndex:
+def _extract(resource: dict[str, Any], probes: Sink, gate: bool = True,
+             only: frozenset[str] | None = None) -> ResourceIndex:
     ix = ResourceIndex()
     rt = resource.get("resourceType")
     if type(rt) is not str:
@@ -845,9 +846,11 @@ def _extract(resource: dict[str, Any], probes: Sink, gate: bool = True) -> Resou
                 todo.update(hit)
     else:  # every parameter (the test-suite checks the key gating loses nothing)
         todo = set(range(len(plan.params)))
+    params = plan.params
+    if only is not None:
+        todo = {i for i in todo if params[i].code in only}
     if not todo:
         return ix
-    params = plan.params
     root: Item = (resource, rt, plan.ctx)
     env = new_env(root)
     focus = [root]
@@ -908,6 +911,12 @@ def index_resource(resource: dict[str, Any]) -> ResourceIndex:
     an empty index; values that do not parse (a bad date) are skipped, never raised.
     """
     return _extract(resource, None)
+
+
+def index_params(resource: dict[str, Any], codes: frozenset[str]) -> ResourceIndex:
+    """The index rows of only the named search parameters (what :func:`index_resource` gives
+    for them, at a fraction of the cost when a caller needs a few)."""
+    return _extract(resource, None, only=codes)
 
 
 def probe_values(resource: dict[str, Any]) -> list[Probe]:
