@@ -169,3 +169,27 @@ def test_cli_keys_rotate(api: Any, node: Any) -> None:
     after = {k.kid for k in keystore.load(node.data, "data")}
     assert len(after) == 1 and not after & before  # the old key retired: no row uses it
     assert IDNO not in _raw(node)
+
+
+def test_blind_values_are_the_keyed_hash_whether_remembered_or_not(monkeypatch: Any) -> None:
+    import hashlib
+    import hmac
+
+    from phip.privacy import codec as C
+    from phip.privacy.keystore import SymKey
+
+    key = bytes(range(32))
+    c = C.Codec([SymKey("d1", bytes(32))], SymKey("b1", key))
+
+    def expected(v: str) -> str:
+        return "bx" + hmac.new(key, v.encode(), hashlib.sha256).hexdigest()[:32]
+
+    monkeypatch.setattr(C, "BLIND_CACHE_SIZE", 3)
+    values = ["p:人", "p:人民", "p:人民南", "p:人民南路", "p:人", "x:" + LINE, "p:人民"]
+    for v in values + values:
+        assert c.blind(v) == expected(v)
+        assert C.BLIND_RE.match(c.blind(v))
+    assert len(c._blinded) <= 3  # bounded
+    assert all(len(v) <= C.BLIND_CACHE_CHARS for v in c._blinded)
+    other = C.Codec([SymKey("d1", bytes(32))], SymKey("b2", bytes(32)))
+    assert other.blind("p:人") != c.blind("p:人")  # each node's key gives its own values

@@ -16,7 +16,8 @@ def import_files(store: Store, files: list[Path], console: Console) -> ImportRep
     """Import ``files`` in order, showing bytes done, speed and time left."""
     total = sum(f.stat().st_size for f in files)
     progress = Progress(TextColumn("[bold]import"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                        TimeRemainingColumn(), console=console, disable=not files)
+                        TimeRemainingColumn(), console=console, disable=not files,
+                        refresh_per_second=4)
     with progress:
         task = progress.add_task("import", total=total)
         imp = Importer(store, on_progress=lambda n: progress.advance(task, n))

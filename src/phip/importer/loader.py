@@ -145,10 +145,10 @@ class Importer:
                 fut, up, fin = pending.popleft()
                 self._load_batch(path, key, [], up, fin, fut.result())
 
+        unreported = 0  # bytes read and not yet reported (progress is reported once a batch)
         with path.open("rb") as f:
             for lineno, line in enumerate(f, start=1):
-                if self.on_progress:
-                    self.on_progress(len(line))
+                unreported += len(line)
                 last = lineno
                 if lineno <= done:
                     self.report.skipped_done += 1
@@ -159,7 +159,12 @@ class Importer:
                 if len(batch) >= BATCH:
                     flush(batch, lineno, False)
                     batch = []
+                    if self.on_progress:
+                        self.on_progress(unreported)
+                        unreported = 0
         flush(batch, last, True)
+        if self.on_progress and unreported:
+            self.on_progress(unreported)
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:

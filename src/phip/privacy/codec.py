@@ -47,6 +47,11 @@ SEALED_KEYS = ("identifier", "telecom", "address", "contact")
 BLIND_RE = re.compile(r"^bx[0-9a-f]{32}$")
 
 
+#: blinded values of at most this many characters are remembered, up to this many of them
+BLIND_CACHE_CHARS = 10
+BLIND_CACHE_SIZE = 50_000
+
+
 class CodecError(Exception):
     pass
 
@@ -61,6 +66,7 @@ class Codec:
         self.aead = {k.kid: AESGCM(k.key) for k in data_keys}
         self.blind_key = blind_key.key
         self.types = frozenset(types)
+        self._blinded: dict[str, str] = {}
 
     # -- values -----------------------------------------------------------------------------------
     def encrypt(self, value: str, aad: bytes) -> str:
@@ -79,6 +85,15 @@ class Codec:
             raise CodecError(f"a sealed value does not open ({type(e).__name__})") from None
 
     def blind(self, value: str) -> str:
+        # short values (the leading prefixes of addresses and names, shared by a whole region) repeat
+        # endlessly in a bulk load: remember them (bounded, in memory only)
+        if len(value) <= BLIND_CACHE_CHARS:
+            hit = self._blinded.get(value)
+            if hit is None:
+                if len(self._blinded) >= BLIND_CACHE_SIZE:
+                    self._blinded.clear()
+                hit = self._blinded[value] = "bx" + hmac.new(self.blind_key, value.encode(), sha256).hexdigest()[:32]
+            return hit
         return "bx" + hmac.new(self.blind_key, value.encode(), sha256).hexdigest()[:32]
 
     # -- documents --------------------------------------------------------------------------------
