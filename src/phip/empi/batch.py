@@ -424,7 +424,9 @@ def write_persons(store: Any, tx: Any, docs: dict[str, dict[str, Any]], gone: li
     def bind(doc: dict[str, Any] | None) -> Any:
         if doc is None:
             return None
-        return repo._bind_content(orjson.dumps(doc).decode() if sqlite else doc)
+        # encryption at rest: the database gets the sealed copy (the UPDATE below is not sealed for us)
+        sealed = store.codec.seal("Person", doc) if store.codec is not None else None
+        return repo._bind_content(orjson.dumps(sealed or doc).decode() if sqlite else (sealed or doc))
 
     for i in range(0, len(new), CHUNK):
         chunk = new[i:i + CHUNK]

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -97,6 +98,7 @@ class Importer:
         self.repo: Repository = store.repository()
         self.on_progress = on_progress
         self.report = ImportReport()
+        self._worker_seals = False  # index rows prepared by the worker carry blind values already
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def _done_lines(self, key: str) -> int:
@@ -167,8 +169,18 @@ class Importer:
             self.on_progress(unreported)
 
     def _pool(self) -> ProcessPoolExecutor:
+        """The worker process.  It also turns sealed index values into blind values when the store's
+        codec can be copied to it (else this process does, as for the API)."""
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+            codec = self.store.codec
+            if codec is not None:
+                try:
+                    pickle.dumps(codec)
+                except Exception:  # a codec that cannot travel stays here
+                    codec = None
+            self._executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
+                                                 initializer=_init_worker, initargs=(codec,))
+            self._worker_seals = codec is not None
         return self._executor
 
     def import_all(self, files: list[Path], *, defer_indexes: bool | None = None,
@@ -346,7 +358,8 @@ class Importer:
                     [(rid_, 1, t, i, now, False, "POST", c)
                      for rid_, (t, i, _d, _s), c in zip(rids, docs, contents, strict=True)])
         insert_index_rows(conn, {rid_: (t, d) for rid_, (t, _i, d, _s) in zip(rids, docs, strict=True)},
-                          {rids[k]: ix for k, ix in pre.items()}, codec=self.store.codec)
+                          {rids[k]: ix for k, ix in pre.items()}, codec=self.store.codec,
+                          prepared_sealed=self._worker_seals)
         tx.changes.extend((rid_, t, i, 1, False, now) for rid_, (t, i, _d, _s) in zip(rids, docs, strict=True))
         if self.store.hooks.has(Point.AFTER_WRITE, importing=True):
             for t, i, d, _s in docs:
@@ -414,8 +427,23 @@ def prepare_lines(lines: list[tuple[int, bytes]], validate_it: bool | None) -> l
             out.append((lineno, None, line, None))
             continue
         reason = check_resource(res, validate_it)
-        out.append((lineno, reason, line, None if reason else index_resource(res)))
+        if reason:
+            out.append((lineno, reason, line, None))
+            continue
+        ix = index_resource(res)
+        if _WORKER_CODEC is not None:
+            _WORKER_CODEC.index(res["resourceType"], res, ix)
+        out.append((lineno, None, line, ix))
     return out
+
+
+#: the store's codec, in the worker process (see :meth:`Importer._pool`)
+_WORKER_CODEC: Any = None
+
+
+def _init_worker(codec: Any) -> None:
+    global _WORKER_CODEC
+    _WORKER_CODEC = codec
 
 
 def _reason(e: FhirError) -> str:

@@ -67,6 +67,11 @@ class Codec:
         self.blind_key = blind_key.key
         self.types = frozenset(types)
         self._blinded: dict[str, str] = {}
+        self._made_from = (list(data_keys), blind_key, sorted(self.types))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the importer's worker process gets a copy (spawned: the keys travel through its pipe)
+        return (Codec, self._made_from)
 
     # -- values -----------------------------------------------------------------------------------
     def encrypt(self, value: str, aad: bytes) -> str:

@@ -967,10 +967,12 @@ _INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any]]],
-                      prepared: dict[int, Any] | None = None, *, codec: ContentCodec | None = None) -> None:
+                      prepared: dict[int, Any] | None = None, *, codec: ContentCodec | None = None,
+                      prepared_sealed: bool = False) -> None:
     """Insert the search index rows of many resources (rid → (type, resource)) in bulk.
 
-    ``prepared``: rid → index rows already computed (by the importer's worker process).
+    ``prepared``: rid → index rows already computed (by the importer's worker process);
+    ``prepared_sealed``: the codec has already turned their sealed values into blind values.
     """
     out: dict[str, list[tuple[Any, ...]]] = {k: [] for k in S.INDEX_TABLES}
     strings, tokens, dates, refs = out["string"], out["token"], out["date"], out["reference"]
@@ -982,7 +984,9 @@ def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any
         ix = prepared.get(row_id) if prepared else None
         if ix is None:
             ix = index_resource(doc)
-        if codec is not None:
+            if codec is not None:
+                codec.index(rtype, doc, ix)
+        elif codec is not None and not prepared_sealed:
             codec.index(rtype, doc, ix)
         strings.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.strings)
         tokens.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.tokens)
