@@ -46,9 +46,11 @@ from phip.store.repository import (
 )
 
 BATCH = 1000
-#: NDJSON files at least this big are validated and indexed in a worker process, in parallel (the
-#: process starts once per import and serves every file after it; a region is hundreds of small files)
+#: an NDJSON file at least this big starts the worker process that validates and indexes batches in
+#: parallel with the writing; once it runs, every file after it goes through it too
 PARALLEL_MIN_BYTES = 64 * 1024
+#: batches the worker may have prepared (or be preparing) ahead of the one being written
+AHEAD = 4
 #: SQLite page cache of the importing connection (KiB); the server's connections keep 256 MiB
 IMPORT_CACHE_KIB = 2 * 1024 * 1024
 
@@ -98,6 +100,7 @@ class Importer:
         self.repo: Repository = store.repository()
         self.on_progress = on_progress
         self.report = ImportReport()
+        self._pending: deque[tuple[Future[list[Prepared]], Path, str, int, bool]] = deque()
         self._worker_seals = False  # index rows prepared by the worker carry blind values already
 
     # -- checkpoints ----------------------------------------------------------------------------------
@@ -116,7 +119,9 @@ class Importer:
                                                 **vals))
 
     # -- files ------------------------------------------------------------------------------------------
-    def import_file(self, path: Path) -> None:
+    def import_file(self, path: Path, *, wait: bool = True) -> None:
+        """Load one file.  ``wait=False`` (``import_all``) lets its last batches still be in the worker
+        when it returns: the next file's batches queue behind them (in order) instead of idling."""
         self.report.files += 1
         key = _job_key(path)
         done = self._done_lines(key)
@@ -128,24 +133,33 @@ class Importer:
         if path.suffix == ".ndjson":
             self._ndjson(path, key, done)
         else:
+            self._drain(0)  # what came before is loaded first
             self._json(path, key)
+        if wait:
+            self._drain(0)
+
+    def _drain(self, keep: int) -> None:
+        """Write the batches the worker has prepared, oldest first, until at most ``keep`` are left."""
+        pending = self._pending
+        while len(pending) > keep:
+            fut, path, key, upto, final = pending.popleft()
+            self._load_batch(path, key, [], upto, final, fut.result())
 
     def _ndjson(self, path: Path, key: str, done: int) -> None:
         # (a BEFORE_WRITE hook that changes a resource makes _insert_new index it again)
-        parallel = self.parallel and path.stat().st_size >= PARALLEL_MIN_BYTES
-        pending: deque[tuple[Future[list[Prepared]], int, bool]] = deque()
+        parallel = self.parallel and (self._executor is not None or path.stat().st_size >= PARALLEL_MIN_BYTES)
         batch: list[tuple[int, bytes]] = []
         last = 0
 
         def flush(lines: list[tuple[int, bytes]], upto: int, final: bool) -> None:
             if not parallel:
+                self._drain(0)
                 self._load_batch(path, key, lines, upto, final)
                 return
-            # validation and indexing run in a worker process while this one writes the batch before
-            pending.append((self._pool().submit(prepare_lines, lines, self.store.settings.validate), upto, final))
-            while len(pending) > (0 if final else 1):
-                fut, up, fin = pending.popleft()
-                self._load_batch(path, key, [], up, fin, fut.result())
+            # validation and indexing run in a worker process, up to AHEAD batches in front of this one
+            fut = self._pool().submit(prepare_lines, lines, self.store.settings.validate)
+            self._pending.append((fut, path, key, upto, final))
+            self._drain(AHEAD)
 
         unreported = 0  # bytes read and not yet reported (progress is reported once a batch)
         with path.open("rb") as f:
@@ -196,7 +210,8 @@ class Importer:
             self.store.defer_search_indexes()
         try:
             for f in files:
-                self.import_file(f)
+                self.import_file(f, wait=False)
+            self._drain(0)
         finally:
             self.close()
             if defer:
@@ -217,6 +232,7 @@ class Importer:
 
     def close(self) -> None:
         """Stop the worker process (if one was started)."""
+        self._pending.clear()  # (after a failure: never written, so never checkpointed — resumable)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
