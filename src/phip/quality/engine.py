@@ -291,15 +291,18 @@ class QualityService:
         inst_row = conn.exec_driver_sql(
             f"SELECT institution, day FROM quality_resource WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid)
         ).first()
-        self._sync(tx, key, ev.version, findings, (fx.subject, inst_row[0], inst_row[1]), now)
+        # a first version (never stored before: no findings yet) has nothing to reconcile
+        self._sync(tx, key, ev.version, findings, (fx.subject, inst_row[0], inst_row[1]), now,
+                   new=old is None and ev.version == 1)
 
     def _sync(self, tx: Any, key: ResKey, version: int, findings: list[Found],
-              ctx: tuple[str | None, str | None, int] | None, now: int, deleted: bool = False) -> None:
+              ctx: tuple[str | None, str | None, int] | None, now: int, deleted: bool = False,
+              new: bool = False) -> None:
         """Make the stored findings of one resource match ``findings``: open new ones (with a
         Task), resolve the ones a corrected version no longer has (completing their Task)."""
         conn = tx.conn
         m = _mark(conn)
-        existing = {r[1]: r for r in conn.exec_driver_sql(
+        existing = {} if new else {r[1]: r for r in conn.exec_driver_sql(
             f"SELECT id, rule, status, task FROM quality_finding WHERE rtype = {m} AND rid = {m}",
             (key.rtype, key.rid))}
         wanted = {f.rule: f for f in findings}
@@ -323,10 +326,11 @@ class QualityService:
                 elif not old[3] and self.tasks:
                     self._new_task(conn, old[0], key, f, subject, inst, now)
                 continue
-            fid = conn.execute(QF.insert().values(
-                rtype=key.rtype, rid=key.rid, version=version, rule=rule, dimension=self.dimension(rule), path=f.path,
-                message=f.message, subject=subject, institution=inst, day=day, status="open", detected=now,
-            ).returning(QF.c.id)).scalar_one()
+            fid = conn.exec_driver_sql(
+                f"INSERT INTO quality_finding ({', '.join(_QF_COLS)}) VALUES ({', '.join([m] * len(_QF_COLS))}) "
+                "RETURNING id",
+                (key.rtype, key.rid, version, rule, self.dimension(rule), f.path, f.message, subject, inst, day,
+                 "open", now)).scalar_one()
             if self.tasks:
                 self._new_task(conn, fid, key, f, subject, inst, now)
 
