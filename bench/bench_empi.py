@@ -111,7 +111,7 @@ def _train_and_rebuild(node: Any, data: Path) -> tuple[Any, Any, float, float]:
 
     t = time.perf_counter()
     with node.store.engine.connect() as conn:
-        raw, model = train(conn, node.ext["empi"].rules, log=lambda *_a: None)
+        raw, model = train(conn, node.ext["empi"].rules, log=lambda *_a: None, codec=node.store.codec)
     write_rules(rules_dir(data), raw, model, "bench")
     t_train = time.perf_counter() - t
     node.close()

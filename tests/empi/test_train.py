@@ -28,7 +28,7 @@ def test_train_then_rebuild(node: Any, tmp_path: Path) -> None:
     sample = [p for p in pats if truth[p["id"]] in keep]
     _link_all(node, sample, tmp_path)
     with node.store.engine.connect() as conn:
-        raw, model = train(conn, node.ext["empi"].rules, max_pairs=5e4, log=lambda *_a: None)
+        raw, model = train(conn, node.ext["empi"].rules, max_pairs=5e4, log=lambda *_a: None, codec=node.store.codec)
     assert raw["comparisons"]["name"]["levels"]["exact"]["m"] != 0.92  # estimated, not the default
     path = write_rules(rules_dir(node.data), raw, model, "test")
     assert path.name == "rules-v1.json" and path.with_suffix(".splink.json").exists()

@@ -38,7 +38,14 @@ def _raw(node: Any) -> str:
                                                                    .label("content")))]
         for t in S.INDEX_TABLES.values():
             out += [str(tuple(r)) for r in conn.execute(sa.select(t))]
+        for name in ("empi_record", "empi_key"):  # the master index's own copies
+            out += [str(tuple(r)) for r in conn.exec_driver_sql(f"SELECT * FROM {name}")]
     return "\n".join(out)
+
+
+def _person_of(node: Any, pid: str) -> str:
+    with node.store.engine.connect() as conn:
+        return str(conn.exec_driver_sql(f"SELECT person_id FROM empi_record WHERE patient_id = '{pid}'").scalar_one())
 
 
 def test_database_holds_ciphertext_api_returns_plaintext(api: Any, node: Any) -> None:
@@ -190,6 +197,39 @@ def test_turning_encryption_on_seals_existing_rows(api: Any, node: Any) -> None:
     assert rep.newly_sealed >= 2  # the current row and its version (+ the EMPI's Person)
     assert IDNO not in _raw(node)
     assert api.ids(f"Patient?identifier={IDNO}") == [pid]
+    # the master index's keys were blinded with its features: a new record still finds the old one
+    again = api.create(_patient(name=[{"family": "测", "given": ["试"]}]))["id"]
+    assert _person_of(node, again) == _person_of(node, pid)
+    assert IDNO not in _raw(node) and PHONE not in _raw(node)
+
+
+def test_master_index_tables_hold_no_sealed_value_in_clear_and_still_match(api: Any, node: Any,
+                                                                           tmp_path: Path) -> None:
+    from phip.importer.loader import Importer
+
+    a = api.create(_patient())["id"]
+    b = api.create(_patient(name=[{"family": "测", "given": ["试"]}], gender="female"))["id"]
+    assert _person_of(node, a) == _person_of(node, b)  # the same resident ID: one Person (online path)
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(orjson.dumps(_patient(id="imp-2")) + b"\n")
+    imp = Importer(node.store)
+    imp.import_file(src)
+    imp.finish()  # the batch phase links it
+    imp.close()
+    assert _person_of(node, "imp-2") == _person_of(node, a)
+    raw = _raw(node)
+    for secret in (IDNO, PHONE, LINE, "人民南路"):
+        assert secret not in raw
+    with node.store.engine.connect() as conn:
+        keys = [r[0] for r in conn.exec_driver_sql("SELECT key FROM empi_key")]
+        feats = [r[0] for r in conn.exec_driver_sql("SELECT features FROM empi_record")]
+    assert all(f.startswith("enc:1:") for f in feats)
+    assert any(k.startswith("bx") for k in keys) and any(k.startswith("ny:") for k in keys)  # names: readable
+    # rebuild and the status reads still open them
+    from phip.empi.batch import rebuild
+
+    rep = rebuild(node.ext["empi"])
+    assert rep.records == 3 and rep.persons == 1
 
 
 def test_address_prefix_and_exact_on_sealed_lines(api: Any, node: Any) -> None:

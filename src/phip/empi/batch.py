@@ -26,6 +26,7 @@ from phip.empi import tables as T
 from phip.empi.engine import ASSURANCE, Empi, golden_person
 from phip.empi.normalize import Features, features
 from phip.empi.rules import Score, blocking_keys
+from phip.empi.sealed import open_features, seal_features, stored_keys
 from phip.fhir.datetimes import now_us, to_instant
 from phip.store import schema as S
 from phip.store.repository import VERSION_COLUMNS, executemany, insert_index_rows
@@ -135,6 +136,7 @@ def _run(empi: Empi, *, rebuild: bool, progress: Progress) -> BatchReport:
     import time
 
     store = empi.store
+    codec = store.codec
     rules = empi.rules
     rep = BatchReport()
     t0 = time.perf_counter()
@@ -169,7 +171,7 @@ def _run(empi: Empi, *, rebuild: bool, progress: Progress) -> BatchReport:
         blocks: dict[str, list[str]] = defaultdict(list)
         keys_of: dict[str, list[str]] = {}
         for pid, f in feats.items():
-            ks = blocking_keys(f, rules.blocking)
+            ks = stored_keys(codec, blocking_keys(f, rules.blocking))
             keys_of[pid] = ks
             for k in ks:
                 blocks[k].append(pid)
@@ -331,7 +333,7 @@ def _run(empi: Empi, *, rebuild: bool, progress: Progress) -> BatchReport:
                 kind, w = ("manual", None)
             else:
                 kind, w = best_edge.get(pid, ("review" if pid in review_pids else "new", None))  # type: ignore[assignment]
-            rec_rows.append((pid, person_of[pid], orjson.dumps(f.to_json()).decode(), ASSURANCE[kind], kind, w, now))
+            rec_rows.append((pid, person_of[pid], seal_features(codec, f), ASSURANCE[kind], kind, w, now))
             key_rows.extend((k, pid) for k in keys_of[pid])
         for i in range(0, len(rec_rows), CHUNK):
             executemany(conn, R, ("patient_id", "person_id", "features", "assurance", "link_kind", "score", "updated"),
@@ -348,7 +350,7 @@ def _run(empi: Empi, *, rebuild: bool, progress: Progress) -> BatchReport:
             touched = sorted({existing[p][0] for p in existing if person_of.get(p) in members_of})
             for c_pid, c_person, c_fj, c_as in _person_rows(conn, touched):
                 if c_pid not in feats:
-                    members_of[c_person].append((Features.from_json(orjson.loads(c_fj)), c_as))
+                    members_of[c_person].append((open_features(codec, c_pid, c_fj), c_as))
         rep.persons = len(members_of)
         gone: list[str] = []
         if rebuild:

@@ -185,7 +185,8 @@ def train(data: Path = DataOpt, max_pairs: float = typer.Option(2e6, "--max-pair
     node = _open(data)
     try:
         with node.store.engine.connect() as conn:
-            raw, model = run(conn, node.ext["empi"].rules, max_pairs=max_pairs, seed=seed, log=console.print)
+            raw, model = run(conn, node.ext["empi"].rules, max_pairs=max_pairs, seed=seed, log=console.print,
+                             codec=node.store.codec)
     except TrainError as e:
         _fail(e)
         return

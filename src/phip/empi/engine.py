@@ -30,6 +30,7 @@ from phip.core.hooks import WriteEvent
 from phip.empi import tables as T
 from phip.empi.normalize import ID_TYPE_SYSTEM, ID_TYPES, RESIDENT_ID_SYSTEM, Features, check_resident_id, features
 from phip.empi.rules import Rules, Score, blocking_keys
+from phip.empi.sealed import open_features, seal_features, stored_keys
 from phip.fhir.datetimes import now_us
 from phip.fhir.errors import Issue
 
@@ -129,7 +130,7 @@ class Empi:
     # -- candidates and scores ---------------------------------------------------------------------
     def candidates(self, conn: Connection, f: Features, exclude: str | None = None) -> list[Candidate]:
         """Records sharing a blocking key with ``f`` (index lookups on ``empi_key``)."""
-        keys = blocking_keys(f, self.rules.blocking)
+        keys = stored_keys(self.store.codec, blocking_keys(f, self.rules.blocking))
         if not keys:
             return []
         # one indexed range per key, each capped at max_block (an over-full block cannot crowd out the rest)
@@ -145,7 +146,7 @@ class Empi:
             chunk = tuple(ids[k:k + 500])
             rows = _sql(conn, "SELECT patient_id, person_id, features FROM empi_record WHERE patient_id IN "
                         f"({_marks(len(chunk))})", chunk)
-            out.extend(Candidate(p, pe, Features.from_json(orjson.loads(fj))) for p, pe, fj in rows)
+            out.extend(Candidate(p, pe, open_features(self.store.codec, p, fj)) for p, pe, fj in rows)
         return out
 
     def person_records(self, conn: Connection, person_ids: list[str]) -> list[Candidate]:
@@ -153,7 +154,7 @@ class Empi:
             return []
         rows = _sql(conn, "SELECT patient_id, person_id, features FROM empi_record WHERE person_id IN "
                     f"({_marks(len(person_ids))})", tuple(person_ids))
-        return [Candidate(p, pe, Features.from_json(orjson.loads(fj))) for p, pe, fj in rows]
+        return [Candidate(p, pe, open_features(self.store.codec, p, fj)) for p, pe, fj in rows]
 
     def decisions(self, conn: Connection, pid: str) -> dict[str, str]:
         """Manual decisions about ``pid``: other patient id → ``same`` | ``different`` (latest wins)."""
@@ -246,9 +247,9 @@ class Empi:
         _sql(conn, "DELETE FROM empi_record WHERE patient_id = ?", (pid,))
         _sql(conn, "INSERT INTO empi_record (patient_id, person_id, features, assurance, link_kind, score, updated) "
              "VALUES (?, ?, ?, ?, ?, ?, ?)",
-             (pid, person_id, _dumps(f.to_json()), ASSURANCE[kind], kind, score, now_us()))
+             (pid, person_id, seal_features(self.store.codec, f), ASSURANCE[kind], kind, score, now_us()))
         _sql(conn, "DELETE FROM empi_key WHERE patient_id = ?", (pid,))
-        keys = blocking_keys(f, self.rules.blocking)
+        keys = stored_keys(self.store.codec, blocking_keys(f, self.rules.blocking))
         if keys:
             _sql(conn, "INSERT INTO empi_key (key, patient_id) VALUES (?, ?)", [(k, pid) for k in keys])
 
@@ -283,7 +284,7 @@ class Empi:
             if exists is not None and not exists[0]:
                 repo.delete("Person", person_id)
             return
-        recs = [(Features.from_json(orjson.loads(fj)), a) for _p, fj, a in rows]
+        recs = [(open_features(self.store.codec, p, fj), a) for p, fj, a in rows]
         doc = golden_person(person_id, recs)
         if exists is None:
             repo.create("Person", doc, rid=person_id)

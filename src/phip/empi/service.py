@@ -38,6 +38,9 @@ def install(node: Any) -> None:
     rules = node_rules(node.data)
     empi = Empi(node.store, rules)
     node.ext["empi"] = empi
+    from phip.empi.sealed import sealed_column
+
+    node.store.sealed_columns.append(sealed_column(empi.rules))  # key rotation re-seals the features too
     hooks = node.store.hooks
     hooks.register(Point.BEFORE_WRITE, empi.before_write)
     hooks.register(Point.AFTER_WRITE, empi.after_write, on_import=False)

@@ -20,7 +20,6 @@ import sqlalchemy as sa
 
 from phip.empi import tables as T
 from phip.empi.compare import LEVELS
-from phip.empi.normalize import Features
 from phip.empi.rules import Rules, parse_rules
 
 _JW = "jaro_winkler_similarity"
@@ -76,12 +75,15 @@ class TrainError(RuntimeError):
     pass
 
 
-def records_frame(conn: sa.Connection) -> Any:
+def records_frame(conn: sa.Connection, codec: Any = None) -> Any:
+    """The indexed records as a DataFrame (``codec``: the store's, to open sealed features)."""
     import pandas as pd
+
+    from phip.empi.sealed import open_features
 
     rows: list[dict[str, Any]] = []
     for pid, fj in conn.execute(sa.select(T.record.c.patient_id, T.record.c.features)):
-        f = Features.from_json(orjson.loads(fj))
+        f = open_features(codec, pid, fj)
         rows.append({
             "unique_id": pid, "name": f.name, "py": f.py, "family": f.family, "given": f.given,
             "birth": f.birth if f.birth and len(f.birth) == 10 else None, "sex": f.sex,
@@ -104,7 +106,7 @@ def _comparisons(names: list[str]) -> list[dict[str, Any]]:
 
 
 def train(conn: sa.Connection, base: Rules, *, max_pairs: float = 2e6, seed: int = 42,
-          log: Any = print) -> tuple[dict[str, Any], dict[str, Any]]:
+          log: Any = print, codec: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Estimate m/u on the node's records; returns (new rules JSON, Splink model JSON)."""
     import logging
 
@@ -112,7 +114,7 @@ def train(conn: sa.Connection, base: Rules, *, max_pairs: float = 2e6, seed: int
     from splink.backends.duckdb import DuckDBAPI
 
     logging.getLogger("splink").setLevel(logging.WARNING)
-    df = records_frame(conn)
+    df = records_frame(conn, codec)
     if len(df) < 100:
         raise TrainError(f"only {len(df)} indexed records: training needs at least 100 (import Patients first)")
     names = [n for n in base.weights if df[_col(n)].notna().sum() > 0]

@@ -112,8 +112,56 @@ def reseal(store: Any, codec: Any, progress: Callable[[int], None] | None = None
                 progress(done)
             if len(recs) < BATCH and current:
                 break
+    done = _reseal_columns(store, codec, rep, progress, done)
     rep.by_key_left = keys_in_use(store, types)
     return rep
+
+
+def _value_kid(value: str | None) -> str | None:
+    """The data key id of a value sealed by ``Codec.encrypt``, None for a value in clear."""
+    from phip.privacy.codec import PREFIX
+
+    if not value or not value.startswith(PREFIX):
+        return None
+    return value[len(PREFIX):].partition(":")[0]
+
+
+def _reseal_columns(store: Any, codec: Any, rep: RotateReport, progress: Callable[[int], None] | None,
+                    done: int) -> int:
+    """The capabilities' own sealed columns (``Store.sealed_columns``), a batch at a time."""
+    for col in store.sealed_columns:
+        t = col.table
+        kc, vc = t.c[col.key], t.c[col.value]
+        last = ""
+        while True:
+            with store.engine.connect() as conn:
+                recs = conn.execute(sa.select(kc, vc).where(kc > last).order_by(kc).limit(BATCH)).all()
+            if not recs:
+                break
+            last = recs[-1][0]
+            first: list[tuple[str, str]] = []
+            with store.write_tx() as tx:
+                for k, v in recs:
+                    kid = _value_kid(v)
+                    if kid == codec.current.kid or v is None:
+                        continue
+                    aad = f"{col.context}/{k}".encode()
+                    plain = codec.decrypt(v, aad) if kid else v
+                    new = codec.encrypt(plain, aad)
+                    res = tx.conn.execute(t.update().where(kc == k, vc == v).values({col.value: new}))
+                    if res.rowcount == 0:
+                        rep.skipped += 1
+                    elif kid:
+                        rep.resealed += 1
+                    else:
+                        rep.newly_sealed += 1
+                        first.append((k, plain))
+                if first and col.after_first_seal is not None:
+                    col.after_first_seal(tx.conn, codec, first)
+            done += len(recs)
+            if progress is not None:
+                progress(done)
+    return done
 
 
 def keys_in_use(store: Any, types: list[str]) -> dict[str, int]:
@@ -133,5 +181,18 @@ def keys_in_use(store: Any, types: list[str]) -> dict[str, int]:
             for r in recs:
                 raw = content_bytes(r.content)
                 for kid in _kids(raw or b""):
+                    out[kid] = out.get(kid, 0) + 1
+    for col in store.sealed_columns:
+        kc, vc = col.table.c[col.key], col.table.c[col.value]
+        last = ""
+        while True:
+            with store.engine.connect() as conn:
+                vals = conn.execute(sa.select(kc, vc).where(kc > last).order_by(kc).limit(5000)).all()
+            if not vals:
+                break
+            last = vals[-1][0]
+            for _k, v in vals:
+                kid = _value_kid(v)
+                if kid:
                     out[kid] = out.get(kid, 0) + 1
     return out

@@ -136,6 +136,30 @@ class ContentCodec(Protocol):
     def query(self, req: SearchRequest) -> None:
         """Add, in place, the blind-index form of each value a sealed field could match."""
 
+    def encrypt(self, value: str, aad: bytes) -> str:
+        """A text sealed with the current data key (for a capability's own tables: see
+        :attr:`Store.sealed_columns`)."""
+
+    def decrypt(self, value: str, aad: bytes) -> str:
+        """The plaintext of a value :meth:`encrypt` gave."""
+
+    def blind(self, value: str) -> str:
+        """The keyed blind-index form of a value (equal values, equal results)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SealedColumn:
+    """A text column of a capability's own table that holds :meth:`ContentCodec.encrypt` values
+    (sealed with ``aad = f"{context}/{key}"``), so that key rotation re-seals it too."""
+
+    table: Any  # sqlalchemy Table
+    key: str  # the column that identifies the row (part of the aad)
+    value: str
+    context: str
+    #: called (conn, codec, [(key, plaintext)]) after values stored in clear were sealed for the first
+    #: time (a node that turned encryption on later), to bring what is derived from them in line
+    after_first_seal: Callable[[Connection, Any, list[tuple[str, str]]], None] | None = None
+
 
 class Store:
     """The database behind a node: engine, dialect, search compiler, hooks."""
@@ -149,6 +173,8 @@ class Store:
         self.hooks = Hooks()
         #: set by the privacy capability when encryption at rest is on
         self.codec: ContentCodec | None = None
+        #: capabilities' columns sealed with the codec (registered when they install)
+        self.sealed_columns: list[SealedColumn] = []
         #: the access policy (``phip.core.access.AccessPolicy``) installed by the security capability
         self.access: Any = None
         self._local = threading.local()
