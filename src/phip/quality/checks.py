@@ -52,6 +52,9 @@ class Facts:
     xrule: str | None = None  # a sex/age-for-code rule to check against the subject
     ukey: str | None = None
     uid: str | None = None  # must match between duplicates when both have it
+    #: a Patient's (ID number, name, phone, current address) for the population registry comparison;
+    #: never stored as such (the engine keeps keyed hashes of them)
+    ref: tuple[str, str | None, str | None, str | None] | None = None
     findings: list[Found] = field(default_factory=list)
 
 
@@ -108,6 +111,43 @@ def day_of(us: int, offset_hours: float = 8) -> int:
 
 
 _LOCAL_REF = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+
+
+def _name_text(res: dict[str, Any]) -> str | None:
+    """The official (else first) name as written, without spaces."""
+    names = [n for n in res.get("name") or () if isinstance(n, dict)]
+    if not names:
+        return None
+    n = next((x for x in names if x.get("use") == "official"), names[0])
+    text = n.get("text")
+    if not isinstance(text, str) or not text.strip():
+        given = n.get("given") or []
+        text = (n.get("family") or "") + "".join(g for g in given if isinstance(g, str))
+    text = "".join(str(text).split())
+    return text or None
+
+
+def _phone(res: dict[str, Any]) -> str | None:
+    for t in res.get("telecom") or ():
+        if isinstance(t, dict) and t.get("system") == "phone" and isinstance(t.get("value"), str):
+            v = "".join(ch for ch in t["value"] if ch.isdigit())
+            if v:
+                return v
+    return None
+
+
+def _home_address(res: dict[str, Any]) -> str | None:
+    """The current address (not ``old``, no ended period; ``home`` first): its lines (the part below
+    the district, written the same way by everyone), else its text."""
+    cur = [a for a in res.get("address") or () if isinstance(a, dict) and a.get("use") != "old"
+           and not (isinstance(a.get("period"), dict) and a["period"].get("end"))]
+    if not cur:
+        return None
+    a = next((x for x in cur if x.get("use") == "home"), cur[0])
+    text = "".join(x for x in a.get("line") or () if isinstance(x, str)) or (
+        a.get("text") if isinstance(a.get("text"), str) else "")
+    text = "".join(str(text).split())
+    return text or None
 
 
 def _split(path: str) -> tuple[str, ...]:
@@ -203,6 +243,7 @@ class Checker:
         k = f.consistency
         self.id_sex_types = set(k.id_sex.resources)
         self.id_birth_types = set(k.id_birthdate.resources)
+        self.registry = k.registry
         self.date_order: dict[str, list[Any]] = {}
         for d in k.date_order:
             self.date_order.setdefault(d.resource, []).append(
@@ -402,6 +443,8 @@ class Checker:
         fx.birth = parse_time(bd)
         dd = res.get("deceasedDateTime")
         fx.death = parse_time(dd) if dd else None
+        if self.registry is not None and idcheck is not None and idcheck.valid and res.get("active") is not False:
+            fx.ref = (idcheck.number, _name_text(res), _phone(res), _home_address(res))
         if idcheck is None or idcheck.sex is None:
             return
         if "Patient" in self.id_sex_types and fx.gender in ("male", "female") and fx.gender != idcheck.sex:

@@ -14,6 +14,8 @@ Two ways in, one set of checks (:class:`~phip.quality.checks.Checker`):
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from sqlalchemy import Connection
 from phip.core.hooks import ImportedItem, WriteEvent
 from phip.fhir.datetimes import now_us, to_instant
 from phip.quality.checks import DAY_US, Checker, CodeValidator, Facts, Found, day_of, parse_time
-from phip.quality.rules import Rules
+from phip.quality.rules import REGISTRY_PATHS, REGISTRY_TITLES, Rules, registry_id
 from phip.quality.tables import FLAG_DIMENSIONS, quality_counter, quality_finding, quality_resource
 from phip.store import schema as S
 
@@ -47,7 +49,8 @@ UNKNOWN = "unknown"
 WATERMARK = "quality:import"
 TASK_RULE_SYSTEM = "urn:phip:cs:quality-rule"
 _QR_COLS = ("rtype", "rid", "version", "institution", "via_type", "via_id", "subject", "pid", "day", "received",
-            "event", "gender", "birth", "death", "xrule", "ukey", "uid", "seq", *[f"f_{d}" for d in FLAG_DIMENSIONS])
+            "event", "gender", "birth", "death", "xrule", "ukey", "uid", "seq", *[f"f_{d}" for d in FLAG_DIMENSIONS],
+            "idkey", "namekey", "phonekey", "addrkey")
 _QF_COLS = ("rtype", "rid", "version", "rule", "dimension", "path", "message", "subject", "institution", "day",
             "status", "detected")
 
@@ -79,6 +82,7 @@ class QualityService:
         self.tasks = tasks
         self.offset = rules.f.timezone_offset_hours
         self._dims: dict[str, str] = {}
+        self._reg_orgs: tuple[float, list[str]] | None = None
 
     def set_terminology(self, terminology: CodeValidator | None) -> None:
         self.checker.terminology = terminology
@@ -99,9 +103,40 @@ class QualityService:
         pid = fx.subject.split("/", 1)[1] if fx.subject and fx.subject.startswith(("Patient/", "Practitioner/")) \
             else None
         dims = {self.dimension(f.rule) for f in fx.findings}
+        ref = fx.ref
+        keys = (self._key("i", ref[0]), self._key("n", ref[1]), self._key("p", ref[2]), self._key("a", ref[3])) \
+            if ref is not None else (None, None, None, None)
         return (rtype, rid, version, fx.institution, via_t, via_i, fx.subject, pid,
                 day_of(fx.received, self.offset), fx.received, fx.event, fx.gender, fx.birth, fx.death, fx.xrule,
-                fx.ukey, fx.uid, seq, *[1 if d in dims else 0 for d in FLAG_DIMENSIONS])
+                fx.ukey, self._key("u", fx.uid), seq, *[1 if d in dims else 0 for d in FLAG_DIMENSIONS], *keys)
+
+    def _key(self, kind: str, value: str | None) -> str | None:
+        """A value compared for equality only, as stored: the privacy capability's keyed blind index
+        when encryption at rest is on (never the ID number or phone in clear), else a hash."""
+        if value is None:
+            return None
+        codec = self.store.codec
+        if codec is not None:
+            return str(codec.blind(f"quality:{kind}:{value}"))
+        return "h" + hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:32]
+
+    def _registry_orgs(self, conn: Connection) -> list[str]:
+        """Ids of the Organizations whose Patients are the population registry (by their type, through
+        the search index; remembered for a minute)."""
+        reg = self.rules.f.consistency.registry
+        if reg is None:
+            return []
+        now = time.monotonic()
+        if self._reg_orgs is not None and now < self._reg_orgs[0]:
+            return self._reg_orgs[1]
+        t, r = S.idx_token, S.resources
+        conds = [sa.and_(t.c.system == sys_, t.c.code == code) for sys_, code in (x.split("|") for x in reg.org_types)]
+        q = (sa.select(r.c.id).select_from(t.join(r, r.c.rid == t.c.rid))
+             .where(t.c.param == S.param_key("Organization", "type"), sa.or_(*conds), r.c.deleted == sa.false())
+             .distinct())
+        ids = sorted(x for (x,) in conn.execute(q))
+        self._reg_orgs = (now + 60.0, ids)
+        return ids
 
     # -- phip import: per batch --------------------------------------------------------------------------
     def on_import_batch(self, tx: Any, items: list[ImportedItem]) -> None:
@@ -257,6 +292,40 @@ class QualityService:
         ):
             out.append((ResKey(rtype, rid), Found(f"uniqueness.{rtype}", f"{rtype}.id",
                                                   f"与 {rtype}/{other} 重复（同一机构的同一记录）")))
+        out.extend(self._registry(conn, w, args, fx))
+        return out
+
+    def _registry(self, conn: Connection, w: str, args: tuple[Any, ...],
+                  fx: Facts | None) -> list[tuple[ResKey, Found]]:
+        """Patients recorded by institutions against the population registry's record of the same
+        resident (same ID number): each field that differs from the registry's is a finding."""
+        reg = self.rules.f.consistency.registry
+        if reg is None or (fx is not None and fx.ref is None):
+            return []
+        orgs = self._registry_orgs(conn)
+        if not orgs:
+            return []
+        m = _mark(conn)
+        inn = ", ".join([m] * len(orgs))
+        rows = conn.exec_driver_sql(
+            "SELECT q.rid, r.rid, q.namekey, r.namekey, q.phonekey, r.phonekey, q.addrkey, r.addrkey, r.institution "
+            "FROM quality_resource q JOIN quality_resource r ON r.idkey = q.idkey AND r.rtype = 'Patient' "
+            f"AND r.rid <> q.rid AND r.institution IN ({inn}) "
+            f"WHERE {w} AND q.rtype = 'Patient' AND q.idkey IS NOT NULL "
+            f"AND (q.institution IS NULL OR q.institution NOT IN ({inn})) ORDER BY q.rid, r.received DESC",
+            (*orgs, *args, *orgs)).all()
+        out: list[tuple[ResKey, Found]] = []
+        seen: set[str] = set()
+        for rid, ref_rid, qn, rn, qp, rp, qa, ra, org in rows:
+            if rid in seen:  # one registry record per resident (the latest received)
+                continue
+            seen.add(rid)
+            k = ResKey("Patient", rid)
+            for fld, mine, theirs in (("name", qn, rn), ("phone", qp, rp), ("address", qa, ra)):
+                if fld in reg.fields and mine is not None and theirs is not None and mine != theirs:
+                    out.append((k, Found(registry_id(fld), f"Patient.{REGISTRY_PATHS[fld]}",
+                                         f"{REGISTRY_TITLES[fld]}与全员人口库（Organization/{org} 的 "
+                                         f"Patient/{ref_rid}）不一致")))
         return out
 
     # -- REST writes ---------------------------------------------------------------------------------------

@@ -31,13 +31,21 @@ DETECTED_BY: dict[str, tuple[str, ...]] = {
     "late_upload": ("timeliness.{type}",),
     "duplicate_registration": ("uniqueness.Patient",),
     "name_traditional": ("conformance.Patient.traditional-name",),
+    # against the population registry's record of the same resident (same ID number)
+    "name_homophone": ("consistency.Patient.registry-name",),
+    "outdated_phone": ("consistency.Patient.registry-phone",),
+    "outdated_address": ("consistency.Patient.registry-address",),
 }
+#: kinds found by comparison with the population registry: in scope when the record carries the
+#: resident's own valid ID number and the resident is still registered in the region at the end
+REGISTRY_KINDS = frozenset({"name_homophone", "outdated_phone", "outdated_address"})
+#: defects of a record that leave it without its own valid ID number
+NO_OWN_ID = frozenset({"id_missing", "id_mistyped", "newborn_mother_id"})
 #: kinds (or kind:type) no rule of a single record can see, and why
 OUT_OF_SCOPE: dict[str, str] = {
-    "name_homophone": "a homophone is a valid name: only a comparison with the resident's other records "
-                      "(master patient index) shows it",
-    "outdated_phone": "the number was right when registered: only the population registry's current value shows it",
-    "outdated_address": "the address was right when registered: only the population registry shows it",
+    "registry:no-own-id": "the record has no valid ID number of its own (missing, mistyped, the mother's): "
+                          "nothing finds the resident's registry record",
+    "registry:not-registered": "the resident left the region (moved out): no active registry record to compare",
     "late_upload:Patient": "a registration carries no event time of its own",
     "late_upload:RelatedPerson": "a registration carries no event time of its own",
     "late_upload:Group": "a household record carries no event time of its own",
@@ -81,8 +89,15 @@ class Evaluation:
         return out
 
 
-def _scope(row: dict[str, str], limits: Any) -> str | None:
+def _scope(row: dict[str, str], limits: Any, kinds_of_record: set[str] | None = None,
+           gone: bool = False) -> str | None:
     kind, rtype = row["defect"], row["resource_type"]
+    if kind in REGISTRY_KINDS:
+        if kinds_of_record and kinds_of_record & NO_OWN_ID:
+            return "registry:no-own-id"
+        if gone:
+            return "registry:not-registered"
+        return None
     if kind in OUT_OF_SCOPE:
         return kind
     if f"{kind}:{rtype}" in OUT_OF_SCOPE:
@@ -108,6 +123,14 @@ def evaluate(store: Any, region: Path, rules: Any) -> Evaluation:
     with (Path(region) / "truth" / "quality_defects.csv").open(encoding="utf-8") as f:
         for row in csv.DictReader(f):
             truth[(row["resource_type"], row["resource_id"])].append(row)
+    gone_people: set[str] = set()
+    person_of: dict[str, str] = {}
+    people = Path(region) / "truth" / "people.csv"
+    if people.exists():
+        with people.open(encoding="utf-8") as f:
+            gone_people = {r["person_id"] for r in csv.DictReader(f) if r.get("end_reason") == "moved_out"}
+        with (Path(region) / "truth" / "persons.csv").open(encoding="utf-8") as f:
+            person_of = {r["resource_id"]: r["person_id"] for r in csv.DictReader(f) if r["resource_type"] == "Patient"}
     rules_of: dict[tuple[str, str], set[str]] = defaultdict(set)
     with store.read_conn() as conn:
         qf = quality_finding
@@ -117,9 +140,11 @@ def evaluate(store: Any, region: Path, rules: Any) -> Evaluation:
     ev = Evaluation()
     for key, rows in truth.items():
         got = rules_of.get(key, set())
+        kinds = {x["defect"] for x in rows}
+        gone = person_of.get(key[1]) in gone_people
         for row in rows:
             ev.defects += 1
-            scope = _scope(row, limit)
+            scope = _scope(row, limit, kinds, gone)
             if scope is not None:
                 ev.out_of_scope[scope] += 1
                 continue

@@ -145,6 +145,25 @@ class VitalRange(_M):
     title: str
 
 
+class RegistryCheck(_M):
+    """A Patient recorded by an institution against the population registry's record of the same
+    resident (same ID number): the registry's current name, phone and home address are the
+    reference.  Registry records are the active Patients managed by an Organization typed with
+    one of ``org_types`` (``system|code``)."""
+
+    about: str | None = Field(None, alias="_about")
+    org_types: list[str] = Field(min_length=1)
+    fields: list[Literal["name", "phone", "address"]] = Field(min_length=1)
+
+    @field_validator("org_types")
+    @classmethod
+    def _typed(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if t.count("|") != 1 or not all(t.split("|")):
+                raise ValueError(f"an organization type is written system|code, not {t!r}")
+        return v
+
+
 class Consistency(_M):
     id_sex: Resources
     id_birthdate: Resources
@@ -152,6 +171,7 @@ class Consistency(_M):
     event_in_life: EventInLife
     sex_for_code: list[SexForCode]
     vital_ranges: list[VitalRange]
+    registry: RegistryCheck | None = None
 
 
 class ClassA(_M):
@@ -255,6 +275,9 @@ class Rules:
             cat.append(RuleInfo(f"consistency.{s.resource}.{s.id}", "consistency", s.resource, s.path, s.title))
         cat.append(RuleInfo("consistency.Observation.vital-range", "consistency", "Observation", "value",
                             "生命体征/检验值超出合理范围"))
+        for fld in k.registry.fields if k.registry else ():
+            cat.append(RuleInfo(registry_id(fld), "consistency", "Patient", REGISTRY_PATHS[fld],
+                                f"{REGISTRY_TITLES[fld]}与全员人口库不一致"))
         for t in f.timeliness.event:
             cat.append(RuleInfo(f"timeliness.{t}", "timeliness", t, "meta.lastUpdated", "上传不及时"))
         for t, u in f.uniqueness.items():
@@ -265,6 +288,14 @@ class Rules:
         if dup:
             raise RulesError(f"rule ids must be unique; repeated: {', '.join(sorted(dup))}")
         self.catalogue: dict[str, RuleInfo] = {r.id: r for r in cat}
+
+
+REGISTRY_PATHS = {"name": "name", "phone": "telecom", "address": "address"}
+REGISTRY_TITLES = {"name": "姓名", "phone": "联系电话", "address": "现住址"}
+
+
+def registry_id(field: str) -> str:
+    return f"consistency.Patient.registry-{field}"
 
 
 def required_id(r: Required) -> str:

@@ -41,8 +41,16 @@ quality_resource = Table(
     Column("uid", String(64), nullable=True),
     Column("seq", BigInteger, nullable=False),  # the resource's row id when imported (0: checked at once)
     *[Column(f"f_{d}", SmallInteger, nullable=False) for d in FLAG_DIMENSIONS],
+    # a Patient's ID number, name, phone and current address as keyed hashes (the privacy capability's
+    # blind index when encryption at rest is on): the population registry comparison needs equality only
+    Column("idkey", String(40), nullable=True),
+    Column("namekey", String(40), nullable=True),
+    Column("phonekey", String(40), nullable=True),
+    Column("addrkey", String(40), nullable=True),
 )
 Index("ix_quality_resource_seq", quality_resource.c.seq)
+Index("ix_quality_resource_idkey", quality_resource.c.idkey,
+      sqlite_where=quality_resource.c.idkey.isnot(None), postgresql_where=quality_resource.c.idkey.isnot(None))
 Index("ix_quality_resource_ukey", quality_resource.c.rtype, quality_resource.c.institution, quality_resource.c.ukey,
       sqlite_where=quality_resource.c.ukey.isnot(None), postgresql_where=quality_resource.c.ukey.isnot(None))
 
