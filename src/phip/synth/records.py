@@ -395,9 +395,11 @@ class Emitter:
                 rows.append(("telecom", dq.MISSING, contact_phone, ""))
             else:
                 res["telecom"] = [{"system": "phone", "value": contact_phone, "use": "mobile"}]
-                now = p.phone_on(p.last) if phone else contact_phone
-                if phone and now != phone:
-                    rows.append(("telecom", dq.OUTDATED_PHONE, now or "", phone))
+                # outdated: the resident's own number at the end differs from the one given — their
+                # own number then, or a relative's given while they had none (a child who got a phone)
+                now = p.phone_on(p.last)
+                if now and now != contact_phone:
+                    rows.append(("telecom", dq.OUTDATED_PHONE, now, contact_phone))
         res["gender"] = p.sex
         bd = p.birth
         if rates.birthdate_missing and rng.random() < rates.birthdate_missing:
