@@ -79,8 +79,9 @@ def test_cross_record_rules(api: Any) -> None:
     _org(api)
     api.put("/fhir/Patient/p2", _patient("p2", GOOD_ID), expect=201)
     # the same encounter twice: the second is the duplicate
-    api.put("/fhir/Encounter/e1", _encounter("e1", "p2"), expect=201)
-    api.put("/fhir/Encounter/e2", _encounter("e2", "p2"), expect=201)
+    start = _now(-1)  # one start for both (two calls of _now may fall in different seconds)
+    api.put("/fhir/Encounter/e1", _encounter("e1", "p2", start), expect=201)
+    api.put("/fhir/Encounter/e2", _encounter("e2", "p2", start), expect=201)
     dup = api.get("/quality/findings?rule=uniqueness.Encounter", expect=200).json()["findings"]
     assert [(x["resource"], x["status"]) for x in dup] == [("Encounter/e2", "open")]
     assert dup[0]["institution"] == "h1" and dup[0]["subject"] == "Patient/p2"
