@@ -60,7 +60,7 @@ def sealed_column(rules: Any) -> Any:
         pids = [pid for pid, _text in rows]
         conn.execute(K.delete().where(K.c.patient_id.in_(pids)))
         keys = [(k, pid) for pid, text in rows
-                for k in stored_keys(codec, blocking_keys(Features.from_json(orjson.loads(text)), rules.blocking))]
+                for k in stored_keys(codec, blocking_keys(open_features(None, pid, text), rules.blocking))]
         executemany(conn, K, ("key", "patient_id"), keys)
 
     return SealedColumn(T.record, "patient_id", "features", CONTEXT, rekey)

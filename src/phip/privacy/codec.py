@@ -92,14 +92,15 @@ class Codec:
     def blind(self, value: str) -> str:
         # short values (the leading prefixes of addresses and names, shared by a whole region) repeat
         # endlessly in a bulk load: remember them (bounded, in memory only)
-        if len(value) <= BLIND_CACHE_CHARS:
-            hit = self._blinded.get(value)
-            if hit is None:
+        short = len(value) <= BLIND_CACHE_CHARS
+        hit = self._blinded.get(value) if short else None
+        if hit is None:
+            hit = "bx" + hmac.new(self.blind_key, value.encode(), sha256).hexdigest()[:32]
+            if short:
                 if len(self._blinded) >= BLIND_CACHE_SIZE:
                     self._blinded.clear()
-                hit = self._blinded[value] = "bx" + hmac.new(self.blind_key, value.encode(), sha256).hexdigest()[:32]
-            return hit
-        return "bx" + hmac.new(self.blind_key, value.encode(), sha256).hexdigest()[:32]
+                self._blinded[value] = hit
+        return hit
 
     # -- documents --------------------------------------------------------------------------------
     def seal(self, rtype: str, doc: dict[str, Any]) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ stay in the key store until no row uses them (``--retire`` deletes them then).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,19 +126,26 @@ def _value_kid(value: str | None) -> str | None:
     return value[len(PREFIX):].partition(":")[0]
 
 
+def _pages(store: Any, col: Any, size: int) -> Iterator[list[Any]]:
+    """(key, value) rows of a sealed column in key order, ``size`` at a time (a short read each)."""
+    kc, vc = col.table.c[col.key], col.table.c[col.value]
+    last = ""
+    while True:
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(kc, vc).where(kc > last).order_by(kc).limit(size)).all()
+        if not rows:
+            return
+        last = rows[-1][0]
+        yield list(rows)
+
+
 def _reseal_columns(store: Any, codec: Any, rep: RotateReport, progress: Callable[[int], None] | None,
                     done: int) -> int:
     """The capabilities' own sealed columns (``Store.sealed_columns``), a batch at a time."""
     for col in store.sealed_columns:
         t = col.table
         kc, vc = t.c[col.key], t.c[col.value]
-        last = ""
-        while True:
-            with store.engine.connect() as conn:
-                recs = conn.execute(sa.select(kc, vc).where(kc > last).order_by(kc).limit(BATCH)).all()
-            if not recs:
-                break
-            last = recs[-1][0]
+        for recs in _pages(store, col, BATCH):
             first: list[tuple[str, str]] = []
             with store.write_tx() as tx:
                 for k, v in recs:
@@ -183,14 +190,7 @@ def keys_in_use(store: Any, types: list[str]) -> dict[str, int]:
                 for kid in _kids(raw or b""):
                     out[kid] = out.get(kid, 0) + 1
     for col in store.sealed_columns:
-        kc, vc = col.table.c[col.key], col.table.c[col.value]
-        last = ""
-        while True:
-            with store.engine.connect() as conn:
-                vals = conn.execute(sa.select(kc, vc).where(kc > last).order_by(kc).limit(5000)).all()
-            if not vals:
-                break
-            last = vals[-1][0]
+        for vals in _pages(store, col, 5000):
             for _k, v in vals:
                 kid = _value_kid(v)
                 if kid:
