@@ -10,6 +10,7 @@ under ``phip/fhir/spec/`` and the test-suite reads the examples from it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -39,10 +40,21 @@ def package_dir(fetch: bool = True) -> Path:
         return target / "package"
     if not fetch:
         raise RuntimeError(f"{PACKAGE}@{VERSION} is not cached in {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # several processes (pytest-xdist workers, two nodes on one machine) may ask at once: one fetches,
+    # the others wait on the lock and then find the finished folder, never a half-replaced one
+    with open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            _fetch(target)
+            done.write_text(VERSION)
+    return target / "package"
+
+
+def _fetch(target: Path) -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeError(f"fetching {PACKAGE}@{VERSION} needs npm on the PATH")
-    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         proc = subprocess.run(
             [npm, "pack", f"{PACKAGE}@{VERSION}", "--silent"],
@@ -60,5 +72,3 @@ def package_dir(fetch: bool = True) -> Path:
         if target.exists():
             shutil.rmtree(target)
         shutil.move(str(unpack), str(target))
-    done.write_text(VERSION)
-    return target / "package"
