@@ -169,3 +169,60 @@ def test_regions_and_consents_after_import(world: World, tmp_path: Any) -> None:
     world.api("public-health", "cdc", region="510104").get("/fhir/Patient/pImp", expect=403)
     doc = world.api("clinician", "dr", org="Organization/hospA")
     assert doc.get("/fhir/Observation/oA2").headers.get("x-phip-rule") == "consent"
+
+
+def test_consent_reaches_a_record_linked_later(world: World) -> None:
+    """A Consent covers the resident's records linked to them after it was written: a master
+    Person written (by the master index, or by hand) evaluates the Consents of its Patients again."""
+    import sqlalchemy as sa
+    from tests.security.conftest import observation, patient
+
+    from phip.security.tables import consent as CT
+
+    repo = world.node.store.repository()
+    repo.update("Consent", "k9", consent("k9", "pA", {"type": "deny"}))
+    doc = world.api("clinician", "dr", org="Organization/hospA")
+    # a new record of the same resident at hospital B, linked later to the resident's Person
+    repo.update("Patient", "pA3", patient("pA3", "hospB", "510105"))
+    repo.update("Observation", "oA3", observation("oA3", "pA3"))
+    repo.update("Person", "perA", {"resourceType": "Person", "id": "perA", "link": [
+        {"target": {"reference": f"Patient/{p}"}} for p in ("pA", "pA2", "pA3")]})
+    with world.node.store.engine.connect() as conn:
+        covered = {r[0] for r in conn.execute(sa.select(CT.c.patient_id).where(CT.c.consent_id == "k9"))}
+    assert {"pA", "pA2", "pA3"} <= covered
+    # hospital A treated pA, so it may see the resident's records, but the Consent keeps hospital
+    # B's new record (outside the recording institution) from it
+    r = doc.get("/fhir/Observation/oA3", expect=403)
+    assert r.headers["x-phip-rule"] == "consent"
+    # taken out of the Person again: the Consent no longer covers it
+    repo.update("Person", "perA", {"resourceType": "Person", "id": "perA", "link": [
+        {"target": {"reference": f"Patient/{p}"}} for p in ("pA", "pA2")]})
+    with world.node.store.engine.connect() as conn:
+        covered = {r[0] for r in conn.execute(sa.select(CT.c.patient_id).where(CT.c.consent_id == "k9"))}
+    assert "pA3" not in covered
+
+
+def test_another_processs_consent_drops_this_processs_cached_decisions(world: World) -> None:
+    """Positive decisions are cached per process; a Consent written by another worker process (seen
+    here as a change-feed entry this process's hooks never saw) drops them within a second."""
+    from phip.security import access
+
+    doc = world.api("clinician", "dr", org="Organization/hospA")
+    doc.get("/fhir/Observation/oA2", expect=200)  # now cached as allowed
+    policy = world.node.store.access
+    # "another process": the Consent row and its change-feed entry, without this process's hooks
+    with world.node.store.write_tx() as tx:
+        from phip.security.derived import write_consent
+
+        write_consent(tx.conn, "kx", consent("kx", "pA2", {"type": "deny"}))
+    assert policy.decisions  # still cached: nothing told this process
+    with world.node.store.write_tx() as tx:
+        from phip.store import schema as S
+
+        seq = tx.conn.execute(S.changes.select().order_by(S.changes.c.seq.desc()).limit(1)).first()
+        tx.conn.execute(S.changes.insert().values(seq=(seq.seq if seq else 0) + 1, rid=1, type="Consent", id="kx",
+                                                  version=1, deleted=False, ts=0))
+    policy._next_sync = 0.0  # as a second later
+    assert access.SYNC_SECONDS <= 1.0
+    r = doc.get("/fhir/Observation/oA2", expect=403)
+    assert r.headers["x-phip-rule"] == "consent"

@@ -121,6 +121,12 @@ class PatientSets:
     deny_labels: dict[str, set[tuple[str, str]]]
 
 
+#: the resource types whose writes change who may see what (their writes drop the cached decisions)
+RELATION_TYPES = frozenset({"Consent", "Person", "Patient", "RelatedPerson", "CareTeam", "Coverage"})
+#: how often a process looks at the change feed for other processes' relation changes
+SYNC_SECONDS = 1.0
+
+
 class Policy:
     """The store's access policy (``store.access``), built from the node's ``[security]`` settings."""
 
@@ -132,6 +138,27 @@ class Policy:
         self.decisions: OrderedDict[tuple[Any, ...], float] = OrderedDict()
         #: principal key → (expiry, the scope's evaluated patient sets)
         self._sets: OrderedDict[tuple[Any, ...], tuple[float, PatientSets]] = OrderedDict()
+        #: the change feed's last change to a relation type, as this process last saw it, and when to
+        #: look again: another worker process's writes drop this one's caches within a second
+        self._epoch: int | None = None
+        self._next_sync = 0.0
+
+    def sync(self, conn: Any) -> None:
+        """Drop the cached decisions when another process changed a relation (at most one look a second)."""
+        now = time.monotonic()
+        if now < self._next_sync:
+            return
+        self._next_sync = now + SYNC_SECONDS
+        c = S.changes
+        top = conn.execute(sa.select(sa.func.max(c.c.seq))).scalar()
+        top = int(top) if top is not None else 0
+        if self._epoch is not None and top != self._epoch:
+            # only the changes since the last look are read (a range of the feed's primary key)
+            hit = conn.execute(sa.select(c.c.seq).where(c.c.seq > self._epoch, c.c.seq <= top,
+                                                        c.c.type.in_(sorted(RELATION_TYPES))).limit(1)).first()
+            if hit is not None:
+                self.forget()
+        self._epoch = top
 
     def scope(self) -> Scope | None:
         from phip.api.context import current_principal
@@ -169,6 +196,7 @@ class Policy:
             self._sets.clear()
 
     def sets_for(self, scope: Scope, conn: Any) -> PatientSets:
+        self.sync(conn)
         key = scope.p.key
         now = time.monotonic()
         hit = self._sets.get(key)
@@ -423,6 +451,7 @@ class Scope:
     def check_row(self, conn: Any, row: Any, action: str = "r") -> None:
         self.check_scope(row.type, action if action in ("r", "s") else "r")
         key = (self.p.key, row.rid, row.version)
+        self.policy.sync(conn)
         if self.policy.known(key):
             return
         if self._quick_allows(conn, row):

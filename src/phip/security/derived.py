@@ -151,6 +151,33 @@ def after_write(tx: Any, event: WriteEvent) -> None:
         write_consent(tx.conn, event.id, event.resource)
 
 
+CONSENT_RULES = ("deny-outside", "deny-label", "permit-org")
+
+
+def after_person(tx: Any, event: WriteEvent) -> None:
+    """A master Person written (REST or the master index's batch): the Consents that cover one of
+    its Patients are evaluated again, so they reach a record linked to the resident later."""
+    if event.resource_type != "Person" or event.resource is None:
+        return
+    pids = [p for p in (relations.bare(((lk.get("target") or {}).get("reference")), "Patient")
+                        for lk in event.resource.get("link") or () if isinstance(lk, dict)) if p]
+    if not pids:
+        return
+    conn = tx.conn
+    cids = sorted({r[0] for r in conn.execute(sa.select(consent.c.consent_id).where(
+        consent.c.rule.in_(CONSENT_RULES), consent.c.patient_id.in_(pids)))})
+    if not cids:
+        return
+    flush = getattr(tx, "flush_pending", None)
+    if flush is not None:
+        flush()  # the Person's links must be in the index the evaluation reads
+    r = S.resources
+    for cid in cids:
+        row = conn.execute(sa.select(r.c.content).where(r.c.type == "Consent", r.c.id == cid,
+                                                       r.c.deleted == sa.false())).first()
+        write_consent(conn, cid, _doc(getattr(tx, "codec", None), row.content) if row is not None else None)
+
+
 def rebuild(store: Any, types: set[str] | None = None) -> dict[str, int]:
     """Recompute the derived tables from the stored resources (after an import), in batches."""
     counts = {"Patient": 0, "Consent": 0}

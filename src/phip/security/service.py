@@ -7,13 +7,12 @@ from typing import Any
 from phip.core.hooks import Point, WriteEvent
 from phip.fhir.errors import Issue
 from phip.security import derived
-from phip.security.access import Policy
+from phip.security.access import RELATION_TYPES, Policy
 from phip.security.config import SecurityConfig
 from phip.security.labels import LabelRules
 from phip.security.tokens import ExternalIssuer
 
 #: writes of these types can take access away: cached positive decisions are dropped
-RELATION_TYPES = frozenset({"Consent", "Person", "Patient", "RelatedPerson", "CareTeam", "Coverage"})
 
 
 class SecurityService:
@@ -30,6 +29,7 @@ class SecurityService:
         hooks = node.store.hooks
         hooks.register(Point.BEFORE_WRITE, self.before_write)  # imports are labelled as they load
         hooks.register(Point.AFTER_WRITE, self.after_write, on_import=False)
+        hooks.register(Point.AFTER_WRITE, derived.after_person)  # also for the master index's batch
         hooks.register(Point.AFTER_IMPORT, self.after_import)
         oidc = self.config.oidc
         if oidc:
