@@ -312,3 +312,66 @@ def test_queries_on_the_trail_do_not_hold_id_or_phone_numbers(api: Any, node: An
     with node.store.engine.connect() as conn:
         raw = " ".join(r.content for r in conn.execute(sa.select(AE.c.content)))
     assert "51010419800102001X" not in raw and "13800001234" not in raw
+
+
+_KILLED = """
+import os, signal, sys
+from pathlib import Path
+from phip.node.node import Node
+node = Node.open(Path(sys.argv[1]))
+svc = node.ext["audit"]
+svc.flush_interval = 3600.0  # nothing reaches the chain by the timer
+for i in range(int(sys.argv[2])):
+    svc.event("read", patient=f"p{i}", what=f"Patient/p{i}", query="Patient?identifier=51010419800102001X",
+              source="127.0.0.1")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_process_loses_no_access(node: Any) -> None:
+    """Accesses buffered by a process killed with SIGKILL before its buffer reached the chain are
+    written from its journal when the node next opens; the chain still verifies."""
+    import subprocess
+    import sys
+
+    from phip.audit.service import AuditService
+
+    node.ext["audit"].flush()
+    with node.store.engine.connect() as conn:
+        before = conn.execute(sa.select(sa.func.count()).select_from(AE)).scalar_one()
+    r = subprocess.run([sys.executable, "-c", _KILLED, str(node.data), "25"], capture_output=True, timeout=120)
+    assert r.returncode == -9, r.stderr.decode()[-2000:]
+    journals = list((node.data / "audit").glob("journal-*.jsonl"))
+    assert journals and sum(len(p.read_bytes().splitlines()) for p in journals) == 25
+    assert b"51010419800102001X" not in b"".join(p.read_bytes() for p in journals)  # journaled masked
+    with node.store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(AE)).scalar_one() == before
+    svc = AuditService(node)  # the next start recovers them
+    with node.store.engine.connect() as conn:
+        rows = conn.execute(sa.select(AE.c.patient).where(AE.c.seq > before).order_by(AE.c.seq)).all()
+    assert [r[0] for r in rows] == [f"p{i}" for i in range(25)]
+    assert not list((node.data / "audit").glob("journal-*.jsonl"))
+    assert _verify(node).ok
+    assert svc.recover() == 0  # nothing twice
+
+
+def test_a_journal_already_in_the_chain_is_not_written_twice(node: Any) -> None:
+    """The process died between the chain's commit and the deletion of its journal file."""
+    from phip.audit.events import Pending
+    from phip.audit.journal import Journal
+    from phip.audit.service import AuditService
+
+    svc = node.ext["audit"]
+    recs = [Pending(1_700_000_000_000_000 + i, "read", 0, f"q{i}", f"Patient/q{i}", None, "dr", "clinician",
+                    None, None, None, None, None) for i in range(3)]
+    j = Journal(node.data / "audit")
+    for p in recs:
+        j.write(p)
+    chain.append(node.store.engine, recs[:2], svc.node_name, svc.key)  # two made it to the chain
+    import os
+
+    os.close(j.fd)  # the process is gone: its lock with it
+    AuditService(node)
+    with node.store.engine.connect() as conn:
+        got = [r[0] for r in conn.execute(sa.select(AE.c.patient).where(AE.c.patient.like("q%")).order_by(AE.c.seq))]
+    assert got == ["q0", "q1", "q2"]

@@ -1,11 +1,13 @@
 """The audit service: captures accesses on the hot path, writes them to the chain in batches.
 
 Durability trade-off (docs/audit.md): an access is appended to an in-process buffer (a list
-append, ~1 µs) and the buffer is written to the chain by a background thread every
-``flush_interval_ms`` (default 200 ms), when it holds ``max_buffer`` records, when anything
-reads the trail, and at shutdown.  A process killed with SIGKILL or a power cut loses at most the
-last interval's records; the chain itself is never left inconsistent (each batch is one
-transaction).  ``flush_interval_ms = 0`` writes every access synchronously instead (slower reads).
+append, ~1 µs) and to the process's journal file (one ``write``, a few µs; :mod:`phip.audit.journal`),
+and the buffer is written to the chain by a background thread every ``flush_interval_ms``
+(default 200 ms), when it holds ``max_buffer`` records, when anything reads the trail, and at
+shutdown.  A process that dies (even by SIGKILL) leaves its journal: the next start writes those
+records to the chain.  Only a power cut can lose what the operating system had not yet written to
+disk; the chain itself is never left inconsistent (each batch is one transaction).
+``flush_interval_ms = 0`` writes every access synchronously instead (slower reads).
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from phip.audit import chain
 from phip.audit.events import Pending
+from phip.audit.journal import Journal
 from phip.core.hooks import WriteEvent
 from phip.fhir.datetimes import now_us
 
@@ -107,6 +112,42 @@ class AuditService:
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+        #: the journal of the buffered records (opened with the first one; docs/audit.md)
+        self.journal_dir = Path(node.data) / "audit"
+        self._journal: Journal | None = None
+        self._retired: list[tuple[Path, int]] = []  # journal files whose records are not yet in the chain
+        try:
+            self.recover()
+        except Exception:  # the database is away: the journals stay for the next start
+            log.exception("audit: could not recover the journals of stopped processes")
+
+    def recover(self) -> int:
+        """Write the records of processes that died before their buffer reached the chain."""
+        from phip.audit import journal
+
+        n = 0
+        for path, recs in journal.orphans(self.journal_dir):
+            if recs:
+                done = self._in_chain(recs)
+                todo = [r for r in recs if journal.key(r) not in done]
+                if todo:
+                    chain.append(self.engine, todo, self.node_name, self.key, checkpoint_every=self.checkpoint_every,
+                                 checkpoint_seconds=self.checkpoint_seconds)
+                    n += len(todo)
+                    log.warning("audit: %d records of a stopped process recovered from %s", len(todo), path.name)
+            path.unlink()
+        return n
+
+    def _in_chain(self, recs: list[Pending]) -> set[tuple[Any, ...]]:
+        from phip.audit.schema import audit_events as A
+
+        times = sorted({r.recorded for r in recs})
+        out: set[tuple[Any, ...]] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(times), 500):
+                out.update(tuple(r) for r in conn.execute(sa.select(A.c.recorded, A.c.kind, A.c.who, A.c.patient)
+                                                          .where(A.c.recorded.in_(times[i:i + 500]))))
+        return out
 
     # -- recording --------------------------------------------------------------------------------
     def record(self, p: Pending) -> None:
@@ -117,6 +158,9 @@ class AuditService:
             return
         with self._lock:
             self._buf.append(p)
+            if self._journal is None:
+                self._journal = Journal(self.journal_dir)
+            self._journal.write(p)  # reaches the OS before the response is sent
             n = len(self._buf)
             if self._thread is None and not self._stop:
                 self._thread = threading.Thread(target=self._run, name="phip-audit-flush", daemon=True)
@@ -152,6 +196,8 @@ class AuditService:
         with self._flush_lock:
             with self._lock:
                 batch, self._buf = self._buf, []
+                # the journal file holding exactly this batch is retired once the chain has it
+                old = self._journal.rotate() if batch and self._journal is not None else None
             if not batch:
                 return 0
             try:
@@ -160,7 +206,12 @@ class AuditService:
             except Exception:
                 with self._lock:
                     self._buf[:0] = batch
+                    if old is not None:
+                        self._retired.append(old)
                 raise
+            for f in [*self._retired, *([old] if old is not None else [])]:
+                Journal.retire(f)
+            self._retired = []
             return len(batch)
 
     def close(self) -> None:
@@ -173,7 +224,12 @@ class AuditService:
         try:
             self.flush()
         except Exception:
-            log.exception("audit: could not write %d records at shutdown", len(self._buf))
+            log.exception("audit: could not write %d records at shutdown (kept in the journal)", len(self._buf))
+            return
+        with self._lock:
+            if self._journal is not None and not self._buf:
+                self._journal.close()  # empty: everything is in the chain
+                self._journal = None
 
     # -- hooks --------------------------------------------------------------------------------------
     def on_read(self, interaction: str, rows: list[Any]) -> None:
