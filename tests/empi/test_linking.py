@@ -131,3 +131,15 @@ def test_delete_and_update_keep_one_person_each(api: Any) -> None:
     assert len(person_of(api, a["id"])["link"]) == 1
     api.delete(f"/fhir/Patient/{b['id']}", expect=204)
     assert api.search(f"Person?link=Patient/{b['id']}").get("total", 0) == 0
+
+
+def test_records_with_and_without_a_number_meet(api: Any) -> None:
+    """A record with a trusted number searches the broad blocks of the records without one (and the
+    reverse): both orders link."""
+    n = rid("510104", "1980-03-04", 123)
+    a = api.create(zhang_san().build())  # no number
+    b = api.create(zhang_san().idno(n).build())
+    assert person_of(api, a["id"])["id"] == person_of(api, b["id"])["id"]
+    c = api.create(zhang_san().idno(n).mrn("510104-wsy", "3").build())
+    d = api.create(zhang_san().mrn("510104-zyy", "4").build())
+    assert len({person_of(api, x["id"])["id"] for x in (a, b, c, d)}) == 1

@@ -22,10 +22,11 @@ import orjson
 import sqlalchemy as sa
 
 from phip.core.hooks import Point, WriteEvent
+from phip.empi import newborn
 from phip.empi import tables as T
 from phip.empi.engine import ASSURANCE, Empi, golden_person
 from phip.empi.normalize import Features, features
-from phip.empi.rules import Score, blocking_keys
+from phip.empi.rules import ANON, Score, blocking_keys
 from phip.empi.sealed import open_features, seal_features, stored_keys
 from phip.fhir.datetimes import now_us, to_instant
 from phip.store import schema as S
@@ -174,7 +175,8 @@ def _run(empi: Empi, *, rebuild: bool, progress: Progress) -> BatchReport:
             ks = stored_keys(codec, blocking_keys(f, rules.blocking))
             keys_of[pid] = ks
             for k in ks:
-                blocks[k].append(pid)
+                if not k.startswith(ANON):  # (the anonymous copies are for the real-time look-up)
+                    blocks[k].append(pid)
         if not rebuild:
             K = T.key
             allkeys = list(blocks)
@@ -280,6 +282,16 @@ def _run(empi: Empi, *, rebuild: bool, progress: Progress) -> BatchReport:
                 for p in (a, b):
                     if p not in best_edge or (best_edge[p][0] == "auto" and det):
                         best_edge[p] = (kind, w)
+        # newborn placeholders, seen with their mothers' contact data (phip.empi.newborn)
+        extra = _mother_records(empi, conn, feats, existing, blocks)
+        for a, b, s, join in _newborn_pairs(rules, codec, feats, existing, extra, blocks, uf):
+            if join and uf.can_join(a, b):
+                uf.join(a, b)
+                rep.links += 1
+                for p in (a, b):
+                    best_edge.setdefault(p, ("auto", s.weight))
+            else:
+                reviews.append((a, b, s))
         rep.seconds["clustering"] = time.perf_counter() - t3
         # persons
         t4 = time.perf_counter()
@@ -371,6 +383,77 @@ def _run(empi: Empi, *, rebuild: bool, progress: Progress) -> BatchReport:
         rep.seconds["write"] = time.perf_counter() - t4 - built
     rep.seconds["total"] = time.perf_counter() - t0
     return rep
+
+
+def _mother_records(empi: Empi, conn: sa.Connection, feats: dict[str, Features],
+                    existing: dict[str, tuple[str, Features]], blocks: dict[str, list[str]]) -> dict[str, Features]:
+    """The records in the mothers' blocks of the placeholders in play that the batch has not read
+    (an import whose placeholder was stored earlier): fetched by key, used only to confirm mothers."""
+    codec = empi.store.codec
+    missing: set[str] = set()
+    for f in [*feats.values(), *(e[1] for e in existing.values())]:
+        mk = newborn.mother_key(f)
+        if mk is not None:
+            k = stored_keys(codec, [mk])[0]
+            if k not in blocks:
+                missing.add(k)
+    if not missing:
+        return {}
+    K = T.key
+    ids: set[str] = set()
+    keys = sorted(missing)
+    for i in range(0, len(keys), 500):
+        for k, p in conn.execute(sa.select(K.c.key, K.c.patient_id).where(K.c.key.in_(keys[i:i + 500]))):
+            blocks[k].append(p)
+            ids.add(p)
+    return {c.patient_id: c.features for c in empi.records(conn, sorted(ids - set(feats) - set(existing)))}
+
+
+def _newborn_pairs(rules: Any, codec: Any, feats: dict[str, Features], existing: dict[str, tuple[str, Features]],
+                   extra: dict[str, Features], blocks: dict[str, list[str]],
+                   uf: _Clusters) -> Iterable[tuple[str, str, Score, bool]]:
+    """(placeholder, child record, score, join?) for every placeholder whose mother is confirmed:
+    join when exactly one cluster qualifies and nothing suggests a twin; otherwise review."""
+
+    def fof(p: str) -> Features | None:
+        f = feats.get(p)
+        if f is not None:
+            return f
+        e = existing.get(p)
+        return e[1] if e is not None else extra.get(p)
+
+    for pid in [*feats, *existing]:
+        fp = fof(pid)
+        mk = newborn.mother_key(fp) if fp is not None else None
+        if fp is None or mk is None:
+            continue
+        block = [x for x in (fof(m) for m in blocks.get(stored_keys(codec, [mk])[0], [])) if x is not None]
+        view = newborn.mother_view(fp, block)
+        if view is None:
+            continue
+        twins = newborn.twin_placeholders(fp, block)
+        quals: list[tuple[str, Score, str]] = []
+        for c in blocks.get(f"bs:{fp.birth}|{fp.sex or ''}", []):
+            fc = fof(c)
+            if fc is None or c not in uf.parent or not newborn.could_be_child(view, fc):
+                continue
+            s = newborn.score(rules, view, fc)
+            d = rules.decision(s)
+            if d != "new":
+                quals.append((c, s, d))
+        if not quals:
+            continue
+        own = uf.find(pid)
+        roots = {uf.find(c) for c, _s, d in quals if d == "link"} - {own}
+        # the placeholder already sits with a named record: another cluster fitting too is a twin
+        named = any(not m_f.placeholder and m_f.name for m in uf.members[own] if (m_f := fof(m)) is not None)
+        ok = not twins and len(roots) == 1 and not named
+        for c, s, d in sorted(quals, key=lambda q: -q[1].weight):
+            if uf.find(c) == own:
+                continue
+            yield pid, c, s, ok and d == "link"
+            if ok and d == "link":
+                ok = False  # joined: the rest of that cluster comes along
 
 
 def _person_rows(conn: sa.Connection, persons: list[str]) -> Iterable[tuple[str, str, str, str]]:

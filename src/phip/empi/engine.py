@@ -27,9 +27,11 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from phip.core.hooks import WriteEvent
+from phip.empi import newborn
 from phip.empi import tables as T
+from phip.empi.newborn import via_mother
 from phip.empi.normalize import ID_TYPE_SYSTEM, ID_TYPES, RESIDENT_ID_SYSTEM, Features, check_resident_id, features
-from phip.empi.rules import Rules, Score, blocking_keys
+from phip.empi.rules import Rules, Score, blocking_keys, probe_keys
 from phip.empi.sealed import open_features, seal_features, stored_keys
 from phip.fhir.datetimes import now_us
 from phip.fhir.errors import Issue
@@ -62,6 +64,42 @@ class LinkResult:
     reviews: list[PersonMatch]
 
 
+@dataclass(slots=True)
+class _Newborn:
+    """Placeholders seen with their mothers' contact data, for one match (see :mod:`phip.empi.newborn`)."""
+
+    views: dict[str, Features] = field(default_factory=dict)  # placeholder patient id → mother-view
+    placeholder: str | None = None  # set when the record being matched is itself the placeholder
+    twins: bool = False  # ... and another placeholder could be its twin
+    person: dict[str, str] = field(default_factory=dict)  # candidate placeholder → its Person
+    twin_of: set[str] = field(default_factory=set)  # candidate placeholders that could be twins
+
+    def score(self, rules: Rules, f: Features, c: Features) -> Score | None:
+        if self.placeholder is not None:
+            own = self.views[self.placeholder]
+            return newborn.score(rules, own, c) if newborn.could_be_child(own, c) else None
+        view = self.views.get(c.pid)
+        return newborn.score(rules, view, f) if view is not None and newborn.could_be_child(view, f) else None
+
+    def ambiguous(self, rules: Rules, person_id: str, cands: list[Candidate]) -> bool:
+        """More than one Person could be the newborn, or the placeholder could be a twin."""
+        if self.placeholder is not None:
+            view = self.views[self.placeholder]
+            persons = {c.person_id for c in cands if newborn.could_be_child(view, c.features)
+                       and rules.decision(newborn.score(rules, view, c.features)) == "link"}
+            return self.twins or len(persons) > 1
+        for ph, view in self.views.items():
+            if self.person.get(ph) != person_id:
+                continue
+            if ph in self.twin_of:
+                return True
+            # another Person among the candidates (the child's twin) that the placeholder fits as well
+            if any(c.person_id != person_id and newborn.could_be_child(view, c.features)
+                   and rules.decision(newborn.score(rules, view, c.features)) == "link" for c in cands):
+                return True
+        return False
+
+
 def _dumps(v: Any) -> str:
     return orjson.dumps(v).decode()
 
@@ -83,6 +121,15 @@ class Empi:
     def __init__(self, store: Any, rules: Rules) -> None:
         self.store = store
         self.rules = rules
+
+    @staticmethod
+    def same_person_join(patient_id: str, alias: str = "sp") -> tuple[str, str]:
+        """For other capabilities' SQL: a JOIN clause from a Patient id column to the ids of the other
+        Patients of the same master Person (auto, deterministic or manual links only: two records
+        share a Person only so), and the column holding those ids."""
+        return (f"JOIN empi_record {alias}a ON {alias}a.patient_id = {patient_id} "
+                f"JOIN empi_record {alias}b ON {alias}b.person_id = {alias}a.person_id "
+                f"AND {alias}b.patient_id <> {alias}a.patient_id", f"{alias}b.patient_id")
 
     # -- hooks --------------------------------------------------------------------------------------
     def before_write(self, _tx: Any, rtype: str, resource: dict[str, Any], _method: str) -> list[Issue]:
@@ -130,7 +177,7 @@ class Empi:
     # -- candidates and scores ---------------------------------------------------------------------
     def candidates(self, conn: Connection, f: Features, exclude: str | None = None) -> list[Candidate]:
         """Records sharing a blocking key with ``f`` (index lookups on ``empi_key``)."""
-        keys = stored_keys(self.store.codec, blocking_keys(f, self.rules.blocking))
+        keys = stored_keys(self.store.codec, probe_keys(f, self.rules.blocking, self.rules.id_restricts_blocking))
         if not keys:
             return []
         # one indexed range per key, each capped at max_block (an over-full block cannot crowd out the rest)
@@ -171,9 +218,14 @@ class Empi:
         if not cands:
             return []
         decisions = decisions or {}
+        nb = self._newborn(conn, f, cands)
         by_person: dict[str, PersonMatch] = {}
         for c in cands:
             s = self.rules.score(f, c.features)
+            if nb.views:
+                s2 = nb.score(self.rules, f, c.features)
+                if s2 is not None and s2.weight > s.weight:
+                    s = s2
             pm = by_person.get(c.person_id)
             if pm is None:
                 by_person[c.person_id] = pm = PersonMatch(c.person_id, s, c.patient_id, "new")
@@ -197,6 +249,9 @@ class Empi:
             if veto and dec == "link" and not pm.best.deterministic:
                 pm.best.veto = veto
                 dec = "review"
+            if dec == "link" and via_mother(pm.best) and (
+                    nb.ambiguous(self.rules, pm.person_id, cands) or any(x.veto for x in pm.scores.values())):
+                dec = "review"  # a newborn link is never made when it could be the wrong twin
             if any(decisions.get(p) == "different" for p in pm.scores):
                 dec = "new"
             if any(decisions.get(p) == "same" for p in pm.scores):
@@ -204,6 +259,38 @@ class Empi:
             pm.decision = dec
         order = {"link": 0, "review": 1, "new": 2}
         return sorted(by_person.values(), key=lambda m: (order[m.decision], -m.best.weight))
+
+    def _newborn(self, conn: Connection, f: Features, cands: list[Candidate]) -> _Newborn:
+        """The mother-views of the placeholders in play: ``f`` itself, or those among the candidates
+        that could be ``f`` as a newborn (their mothers' records are fetched by her number)."""
+        nb = _Newborn()
+        feats = [c.features for c in cands]
+        if newborn.is_placeholder(f):
+            view = newborn.mother_view(f, feats)
+            if view is not None:
+                nb.views[f.pid] = view
+                nb.twins = newborn.twin_placeholders(f, feats)
+                nb.placeholder = f.pid
+            return nb
+        if f.placeholder or not f.name or not f.birth or not f.sex:
+            return nb
+        ps = [c for c in cands if newborn.is_placeholder(c.features) and c.features.birth == f.birth
+              and c.features.sex == f.sex and c.features.rid != f.trusted_id]
+        if not ps:
+            return nb
+        keys = {newborn.mother_key(c.features) or "" for c in ps}
+        stored = stored_keys(self.store.codec, sorted(keys))
+        ids = [r[0] for r in _sql(conn, f"SELECT patient_id FROM empi_key WHERE key IN ({_marks(len(stored))}) "
+                                  f"LIMIT {int(self.rules.max_block) * len(stored)}", tuple(stored))]
+        block = [c.features for c in self.records(conn, list(dict.fromkeys(ids)))]
+        for c in ps:
+            view = newborn.mother_view(c.features, block)
+            if view is not None:
+                nb.views[c.patient_id] = view
+                nb.person[c.patient_id] = c.person_id
+                if newborn.twin_placeholders(c.features, block):
+                    nb.twin_of.add(c.patient_id)
+        return nb
 
     # -- linking -----------------------------------------------------------------------------------
     def link(self, conn: Connection, patient: dict[str, Any]) -> LinkResult:

@@ -69,6 +69,8 @@ class Rules:
     twin_guard: bool
     #: comparison name → weight per level (log2 m/u)
     weights: dict[str, tuple[float, ...]]
+    #: a record with a trusted ID number searches its broad keys among records without one (probe_keys)
+    id_restricts_blocking: bool = True
 
     @property
     def prior_weight(self) -> float:
@@ -117,12 +119,41 @@ def _compatible(a: Features, b: Features) -> bool:
     return lvl is None or lvl <= 2
 
 
+#: blocking keys made of demographics alone: their blocks grow with the population
+BROAD_KEYS = frozenset({"name_year", "name_birth", "birth_sex", "birth_area", "family_given"})
+#: prefix of the copies of the broad keys that records without a trusted ID number also store
+ANON = "~"
+
+
 def blocking_keys(f: Features, keys: tuple[str, ...]) -> list[str]:
-    """The blocking keys of a record (strings stored in ``empi_key``; candidates share one)."""
+    """The blocking keys a record stores in ``empi_key``.  A record without a trusted ID number
+    stores its broad (demographic) keys twice: as they are, and under :data:`ANON` — the small
+    block that records *with* a trusted number search (see :func:`probe_keys`)."""
+    out = _keys(f, keys)
+    if not f.trusted_id:
+        out += [ANON + k for k in _keys(f, tuple(k for k in keys if k in BROAD_KEYS))]
+    return out
+
+
+def probe_keys(f: Features, keys: tuple[str, ...], restrict: bool = True) -> list[str]:
+    """The keys a new record looks its candidates up by.  With a trusted (valid, own) ID number a
+    record can only be one person with a record of the same number — found by the number — or
+    with a record that has none: a different valid number vetoes an auto-link, and ISO 7064
+    MOD 11-2 catches every single-digit typo and adjacent swap, so a mistyped number is never
+    valid.  Such a record therefore searches its broad keys among the records without a trusted
+    number only: its candidates do not grow with the population.  ``restrict`` False (rules
+    ``deterministic.id_restricts_blocking``) searches everyone."""
+    if not (restrict and f.trusted_id):
+        return _keys(f, keys)
+    return _keys(f, tuple(k for k in keys if k not in BROAD_KEYS)) + \
+        [ANON + k for k in _keys(f, tuple(k for k in keys if k in BROAD_KEYS))]
+
+
+def _keys(f: Features, keys: tuple[str, ...]) -> list[str]:
     out: list[str] = []
     for k in keys:
-        if k == "rid" and f.rid and f.rid_own:
-            out.append(f"r:{f.rid}")
+        if k == "rid" and f.rid and (f.rid_own or (f.placeholder and f.rid_valid)):
+            out.append(f"r:{f.rid}")  # a newborn's placeholder joins its mother's block (phip.empi.newborn)
         elif k == "doc":
             out.extend(f"d:{s}|{v}" for s, v in f.docs)
         elif k == "record":
@@ -216,7 +247,8 @@ def parse_rules(raw: Any, source: str = "rules") -> Rules:
     return Rules(raw=raw, version=str(raw["version"]), name=str(raw.get("name") or ""), prior=float(prior),
                  auto_link=float(auto), review=float(rev), blocking=tuple(blocking), max_block=max_block,
                  rid_exact=bool(det.get("rid_exact", True)), veto_rid=bool(det.get("veto_different_valid_rid", True)),
-                 twin_guard=bool(det.get("twin_guard", True)), weights=weights)
+                 twin_guard=bool(det.get("twin_guard", True)), weights=weights,
+                 id_restricts_blocking=bool(det.get("id_restricts_blocking", True)))
 
 
 def load_rules(path: Path | None = None) -> Rules:
