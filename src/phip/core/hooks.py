@@ -32,6 +32,11 @@ class Point(StrEnum):
     #: ``fn(tx, items: list[ImportedItem])``; each item carries the sender's own
     #: ``meta.lastUpdated`` (when the source says it uploaded it), which the node overwrites
     IMPORT_BATCH = "import_batch"
+    #: in the ``phip import`` worker process, for each valid new resource: ``fn(resource) -> Any``;
+    #: the result reaches IMPORT_BATCH as ``item.prepared[fn.name]`` when no BEFORE_WRITE hook
+    #: changed the resource (else the consumer computes it itself).  ``fn`` must be picklable (it
+    #: travels to the worker) and pure: work moved off the importer's writing thread
+    IMPORT_PREPARE = "import_prepare"
     #: after each authentication attempt (``POST /auth/token``, a bearer token refused):
     #: ``fn(event: AuthEvent)``; used by audit (logins and failed authentication)
     AUTHENTICATE = "authenticate"
@@ -67,6 +72,7 @@ class ImportedItem:
     id: str
     resource: dict[str, Any]  # as stored (the node's meta.versionId/lastUpdated)
     sent: str | None  # the sender's meta.lastUpdated, if it had one
+    prepared: dict[str, Any] | None = None  # IMPORT_PREPARE results by name (None: compute here)
 
 
 class Hooks:

@@ -192,8 +192,15 @@ class Importer:
                     pickle.dumps(codec)
                 except Exception:  # a codec that cannot travel stays here
                     codec = None
+            preparers = []
+            for fn, _on in self.store.hooks._fns[Point.IMPORT_PREPARE]:
+                try:
+                    pickle.dumps(fn)
+                    preparers.append(fn)
+                except Exception:  # cannot travel: its consumer computes the value itself
+                    pass
             self._executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                                 initializer=_init_worker, initargs=(codec,))
+                                                 initializer=_init_worker, initargs=(codec, preparers))
             self._worker_seals = codec is not None
         return self._executor
 
@@ -284,7 +291,8 @@ class Importer:
         fname = str(path)
         good: list[tuple[int, dict[str, Any]]] = []
         indexes: dict[int, Any] = {}  # id(resource) -> its index rows, when prepared by the worker
-        for lineno, reason, line, ix in prepared if prepared is not None else prepare_lines(batch, None):
+        extras: dict[int, dict[str, Any]] = {}  # id(resource) -> IMPORT_PREPARE results from the worker
+        for lineno, reason, line, ix, extra in prepared if prepared is not None else prepare_lines(batch, None):
             res = orjson.loads(line) if reason is None else None
             if reason is None and prepared is None:
                 reason = check_resource(res, self.store.settings.validate)
@@ -293,6 +301,8 @@ class Importer:
                 continue
             if ix is not None:
                 indexes[id(res)] = ix
+            if extra:
+                extras[id(res)] = extra
             good.append((lineno, res))
         with self.store.write_tx() as tx:
             conn = tx.conn
@@ -326,11 +336,11 @@ class Importer:
                 if k2[1]:
                     seen.add(k2)
                 fresh.append((lineno, res))
-            self._insert_new(tx, fresh, indexes)
+            self._insert_new(tx, fresh, indexes, extras)
             self._checkpoint(conn, key, path, last_line, final)
 
     def _insert_new(self, tx: Any, fresh: list[tuple[int, dict[str, Any]]],
-                    indexes: dict[int, Any] | None = None) -> None:
+                    indexes: dict[int, Any] | None = None, extras: dict[int, dict[str, Any]] | None = None) -> None:
         if not fresh:
             return
         conn = tx.conn
@@ -339,11 +349,14 @@ class Importer:
         sqlite = self.store.dialect.name == "sqlite"
         docs: list[tuple[str, str, dict[str, Any], Any]] = []
         pre: dict[int, Any] = {}  # position in docs -> prepared index rows
+        pre_x: dict[int, dict[str, Any]] = {}  # position in docs -> IMPORT_PREPARE results
         sent: list[Any] = []  # the sender's meta.lastUpdated of each doc
         hooks_before = self.store.hooks.has(Point.BEFORE_WRITE, importing=True)
         for _lineno, res in fresh:
             if indexes and id(res) in indexes:
                 pre[len(docs)] = indexes[id(res)]
+            if extras and id(res) in extras:
+                pre_x[len(docs)] = extras[id(res)]
             rtype = res["resourceType"]
             rid = res.get("id") or str(uuid.uuid4())
             meta = dict(res.get("meta") or {})
@@ -355,10 +368,13 @@ class Importer:
                 if k not in doc:
                     doc[k] = v
             if hooks_before:
-                before = orjson.dumps(doc)
+                n = len(docs)
+                before = orjson.dumps(doc) if n in pre or n in pre_x else None
                 self.store.hooks.fire(Point.BEFORE_WRITE, tx, rtype, doc, "POST", importing=True)
-                if len(docs) in pre and orjson.dumps(doc) != before:
-                    del pre[len(docs)]  # a hook changed it after its index rows were prepared: index it anew
+                if before is not None and orjson.dumps(doc) != before:
+                    # a hook changed it after the worker prepared it: index it (and the rest) anew
+                    pre.pop(n, None)
+                    pre_x.pop(n, None)
             sealed = self.store.codec.seal(rtype, doc) if self.store.codec is not None else None
             stored: Any = orjson.dumps(sealed or doc).decode() if sqlite else (sealed or doc)
             docs.append((rtype, rid, doc, stored))
@@ -381,8 +397,8 @@ class Importer:
             for t, i, d, _s in docs:
                 self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(t, i, 1, "POST", d), importing=True)
         if self.store.hooks.has(Point.IMPORT_BATCH):
-            items = [ImportedItem(rid_, t, i, d, s if isinstance(s, str) else None)
-                     for rid_, (t, i, d, _s), s in zip(rids, docs, sent, strict=True)]
+            items = [ImportedItem(rid_, t, i, d, s if isinstance(s, str) else None, pre_x.get(k))
+                     for k, (rid_, (t, i, d, _s), s) in enumerate(zip(rids, docs, sent, strict=True))]
             self.store.hooks.fire(Point.IMPORT_BATCH, tx, items)
         self.report.loaded += len(docs)
         for t, _i, _d, _s in docs:
@@ -406,8 +422,8 @@ def should_defer_indexes(store: Store, files: list[Path]) -> bool:
     return incoming > existing
 
 
-#: (line number, rejection reason or None, the line, its index rows or None)
-Prepared = tuple[int, str | None, bytes, Any]
+#: (line number, rejection reason or None, the line, its index rows or None, IMPORT_PREPARE results or None)
+Prepared = tuple[int, str | None, bytes, Any, "dict[str, Any] | None"]
 
 
 def check_resource(res: Any, validate_it: bool) -> str | None:
@@ -437,29 +453,33 @@ def prepare_lines(lines: list[tuple[int, bytes]], validate_it: bool | None) -> l
         try:
             res = orjson.loads(line)
         except orjson.JSONDecodeError as e:
-            out.append((lineno, f"not valid JSON: {e}", line, None))
+            out.append((lineno, f"not valid JSON: {e}", line, None, None))
             continue
         if validate_it is None:
-            out.append((lineno, None, line, None))
+            out.append((lineno, None, line, None, None))
             continue
         reason = check_resource(res, validate_it)
         if reason:
-            out.append((lineno, reason, line, None))
+            out.append((lineno, reason, line, None, None))
             continue
         ix = index_resource(res)
         if _WORKER_CODEC is not None:
             _WORKER_CODEC.index(res["resourceType"], res, ix)
-        out.append((lineno, None, line, ix))
+        extra = {getattr(fn, "name", None) or fn.__qualname__: fn(res) for fn in _WORKER_PREPARERS} or None
+        out.append((lineno, None, line, ix, extra))
     return out
 
 
 #: the store's codec, in the worker process (see :meth:`Importer._pool`)
 _WORKER_CODEC: Any = None
+#: the IMPORT_PREPARE functions, in the worker process
+_WORKER_PREPARERS: list[Any] = []
 
 
-def _init_worker(codec: Any) -> None:
-    global _WORKER_CODEC
+def _init_worker(codec: Any, preparers: list[Any] | None = None) -> None:
+    global _WORKER_CODEC, _WORKER_PREPARERS
     _WORKER_CODEC = codec
+    _WORKER_PREPARERS = list(preparers or ())
 
 
 def _reason(e: FhirError) -> str:
