@@ -39,7 +39,8 @@ def _import(node: Any, region: Path) -> Any:
 def test_finds_injected_defects(node: Any, region: Path) -> None:
     report = _import(node, region)
     assert not report.rejected
-    ev = evaluate(node.store, region, node.ext["quality"].rules)
+    qs = node.ext["quality"]
+    ev = evaluate(node.store, region, qs.rules, linked=qs.same_person is not None)
     print("\n".join(ev.lines()))
     assert ev.in_scope > 100 and ev.clean > 5000
     assert ev.recall >= 0.99, ev.missed[:20]
@@ -82,3 +83,50 @@ def test_report_command(node: Any, region: Path) -> None:
     assert r.exit_code == 0 and "Completeness" in r.stdout and "institutions below 98%" in r.output
     r = CliRunner().invoke(app, ["report", "--data", str(node.data), "--from", "2025-13-01x"])
     assert r.exit_code == 2
+
+
+def test_checks_in_the_import_worker_match_the_serial_path(node: Any, region: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks the importer's worker process makes (all but the value-set checks) give exactly the
+    findings and facts of the checks made in the writing process."""
+    from phip.importer import loader
+    from phip.node.node import init_node
+    from phip.quality import engine
+
+    used: list[int] = []
+    real = engine.QualityService.on_import_batch
+
+    def spy(self: Any, tx: Any, items: list[Any]) -> None:
+        used.append(sum(1 for it in items if it.prepared and it.prepared.get("quality") is not None))
+        real(self, tx, items)
+
+    monkeypatch.setattr(engine.QualityService, "on_import_batch", spy)
+    monkeypatch.setattr(loader, "PARALLEL_MIN_BYTES", 0)
+    _import(node, region)  # serial
+    assert sum(used) == 0
+    other = init_node(tmp_path / "parallel", db=f"sqlite:///{tmp_path / 'parallel.db'}", region="510104",
+                      name="parallel")
+    try:
+        imp = Importer(other.store)
+        try:
+            imp.import_all([f for f in collect([region]) if f.suffix == ".ndjson"], defer_indexes=False)
+        finally:
+            imp.close()
+        assert sum(used) > 0.9 * imp.report.loaded  # nearly all were checked in the worker
+
+        def rows(n: Any) -> tuple[list[Any], list[Any]]:
+            with n.store.engine.connect() as conn:
+                f = conn.exec_driver_sql("SELECT rtype, rid, rule, path, message, institution, day, status "
+                                         "FROM quality_finding ORDER BY rtype, rid, rule").all()
+                r = conn.exec_driver_sql("SELECT * FROM quality_resource ORDER BY rtype, rid").all()
+            cols = [c.name for c in engine.quality_resource.columns]
+            keyed = {"uid", "idkey", "namekey", "phonekey", "addrkey"}  # blinded with each node's own key
+            return [tuple(x) for x in f], [tuple((x[i] is None) if c in keyed else x[i]
+                                                 for i, c in enumerate(cols) if c != "seq") for x in r]
+
+        f1, r1 = rows(node)
+        f2, r2 = rows(other)
+        assert len(f1) > 100 and f1 == f2
+        assert r1 == r2
+    finally:
+        other.close()

@@ -79,9 +79,23 @@ def test_rest_writes_are_compared_with_the_registry(api: Any, node: Any) -> None
     assert "15400112648" not in raw and LINE not in raw
 
 
-def test_import_batch_phase_compares_with_the_registry(node: Any, tmp_path: Path) -> None:
+def import_findings(node: Any, docs: list[dict[str, Any]], tmp_path: Path, rules: str) -> set[tuple[str, str]]:
+    """Import ``docs`` as one NDJSON file; the open findings (resource id, rule) whose rule is LIKE ``rules``."""
     from phip.importer.loader import Importer
+    from phip.quality.tables import quality_finding as QF
 
+    f = tmp_path / "all.ndjson"
+    f.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    imp = Importer(node.store)
+    imp.import_file(f)
+    imp.finish()
+    imp.close()
+    with node.store.engine.connect() as conn:
+        return {(r[0], r[1]) for r in conn.execute(sa.select(QF.c.rid, QF.c.rule).where(
+            QF.c.rule.like(rules), QF.c.status == "open"))}
+
+
+def test_import_batch_phase_compares_with_the_registry(node: Any, tmp_path: Path) -> None:
     docs = [
         {"resourceType": "Organization", "id": "wjj", "name": "卫健局", "type": [Z200]},
         {"resourceType": "Organization", "id": "h1", "name": "医院"},
@@ -91,15 +105,24 @@ def test_import_batch_phase_compares_with_the_registry(node: Any, tmp_path: Path
         _patient("h-noid", "h1", name="王晓明", identifier=[]),
         _patient("reg-a", "wjj"),
     ]
-    f = tmp_path / "all.ndjson"
-    f.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
-    imp = Importer(node.store)
-    imp.import_file(f)
-    imp.finish()
-    imp.close()
-    from phip.quality.tables import quality_finding as QF
-
-    with node.store.engine.connect() as conn:
-        got = {(r[0], r[1]) for r in conn.execute(sa.select(QF.c.rid, QF.c.rule).where(
-            QF.c.rule.like("consistency.Patient.registry-%"), QF.c.status == "open"))}
+    got = import_findings(node, docs, tmp_path, "consistency.Patient.registry-%")
     assert got == {("h-phone", "consistency.Patient.registry-phone"), ("h-name", "consistency.Patient.registry-name")}
+
+
+def test_records_without_their_own_number_are_compared_through_the_master_index(api: Any, node: Any) -> None:
+    _orgs(api)
+    api.put("/fhir/Patient/reg-a", _patient("reg-a", "wjj"), expect=201)
+    # no ID number at the hospital, another phone: the master index links it to the resident
+    noid = _patient("noid", "h1", phone="15400000000")
+    del noid["identifier"]
+    api.put("/fhir/Patient/noid", noid, expect=201)
+    assert _rules(api, "noid") == {"consistency.Patient.registry-phone"}
+    # a mistyped number (check character wrong): likewise
+    typo = ID_A[:17] + ("0" if ID_A[17] != "0" else "1")
+    api.put("/fhir/Patient/typo", _patient("typo", "h1", idno=typo, line="新华路326号3栋"), expect=201)
+    assert _rules(api, "typo") == {"consistency.Patient.registry-address"}
+    # someone else without a number: not linked, so not compared
+    stranger = _patient("stranger", "h1", name="赵强", birthDate="1966-01-01", phone="15400000001")
+    del stranger["identifier"]
+    api.put("/fhir/Patient/stranger", stranger, expect=201)
+    assert _rules(api, "stranger") == set()

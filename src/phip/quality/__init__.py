@@ -16,14 +16,17 @@ def _install(node: Any) -> None:
     from phip.core.hooks import Point
     from phip.quality import rules
     from phip.quality.checks import CodeValidator
-    from phip.quality.engine import QualityService
+    from phip.quality.engine import Prepare, QualityService
 
     term = node.ext.get("terminology")
-    svc = QualityService(node.store, rules.load(), term if isinstance(term, CodeValidator) else None)
+    empi = node.ext.get("empi")  # installed before quality: the registry comparison may go through it
+    svc = QualityService(node.store, rules.load(), term if isinstance(term, CodeValidator) else None,
+                         same_person=getattr(empi, "same_person_join", None))
     node.ext["quality"] = svc
     hooks = node.store.hooks
     hooks.register(Point.AFTER_WRITE, svc.on_write, on_import=False)
     hooks.register(Point.IMPORT_BATCH, svc.on_import_batch)
+    hooks.register(Point.IMPORT_PREPARE, Prepare(svc.rules))  # the checks run in the importer's worker
     hooks.register(Point.AFTER_IMPORT, svc.on_after_import)
 
 

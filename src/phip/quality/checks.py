@@ -54,7 +54,7 @@ class Facts:
     uid: str | None = None  # must match between duplicates when both have it
     #: a Patient's (ID number, name, phone, current address) for the population registry comparison;
     #: never stored as such (the engine keeps keyed hashes of them)
-    ref: tuple[str, str | None, str | None, str | None] | None = None
+    ref: tuple[str | None, str | None, str | None, str | None] | None = None
     findings: list[Found] = field(default_factory=list)
 
 
@@ -323,7 +323,9 @@ class Checker:
         return None, None
 
     # -- the checks ------------------------------------------------------------------------------------------
-    def check(self, rtype: str, rid: str, res: dict[str, Any], received: int) -> Facts:
+    def check(self, rtype: str, rid: str, res: dict[str, Any], received: int, *, codes: bool = True) -> Facts:
+        """The facts and single-record findings of one resource.  ``codes=False`` leaves out the
+        value-set checks (which need the terminology service): :meth:`check_codes` adds them."""
         fx = Facts(received=received)
         fx.institution, fx.via = self.institution(rtype, rid, res)
         out = fx.findings
@@ -378,16 +380,8 @@ class Checker:
             if rtype in self.traditional_types and any(_is_traditional(t) for t in texts):
                 out.append(Found(f"conformance.{rtype}.traditional-name", f"{rtype}.name",
                                  f"姓名 {texts[0]!r} 使用繁体字"))
-        for b, parts in self.bindings.get(rtype, ()):
-            holders = _extension(res, b.extension) if b.extension else [res]
-            for h in holders:
-                bad = [c.get("code") for c in walk(h, parts)
-                       if isinstance(c, dict) and c.get("system") == b.system and isinstance(c.get("code"), str)
-                       and not self.code_ok(b.system, c["code"], b.valueset)]
-                if bad:
-                    out.append(Found(f"conformance.{rtype}.{b.id}", f"{rtype}.{b.path}",
-                                     f"{b.title}：代码 {bad[0]!r} 不在值集内"))
-                    break
+        if codes:
+            self.check_codes(rtype, res, out)
         for rule_id, d, ep, lp in self.date_order.get(rtype, ()):
             a, z = parse_time(_first(res, ep)), parse_time(_first(res, lp))
             if a is not None and z is not None and a > z + d.slack_days * DAY_US + (DAY_US - 1 if len(
@@ -418,6 +412,19 @@ class Checker:
                     fx.uid = self._key_value(res, _split(uq[1]), idcheck)[:64] or None
         return fx
 
+    def check_codes(self, rtype: str, res: dict[str, Any], out: list[Found]) -> None:
+        """Codes in their value sets (through the terminology service when it knows the system)."""
+        for b, parts in self.bindings.get(rtype, ()):
+            holders = _extension(res, b.extension) if b.extension else [res]
+            for h in holders:
+                bad = [c.get("code") for c in walk(h, parts)
+                       if isinstance(c, dict) and c.get("system") == b.system and isinstance(c.get("code"), str)
+                       and not self.code_ok(b.system, c["code"], b.valueset)]
+                if bad:
+                    out.append(Found(f"conformance.{rtype}.{b.id}", f"{rtype}.{b.path}",
+                                     f"{b.title}：代码 {bad[0]!r} 不在值集内"))
+                    break
+
     @staticmethod
     def _key_value(res: dict[str, Any], parts: tuple[str, ...], idcheck: gb11643.IdCheck | None) -> str:
         if parts == ("$id_number",):
@@ -443,8 +450,15 @@ class Checker:
         fx.birth = parse_time(bd)
         dd = res.get("deceasedDateTime")
         fx.death = parse_time(dd) if dd else None
-        if self.registry is not None and idcheck is not None and idcheck.valid and res.get("active") is not False:
-            fx.ref = (idcheck.number, _name_text(res), _phone(res), _home_address(res))
+        if self.registry is not None and res.get("active") is not False:
+            # the ID number keys the registry look-up only when it is this person's own (valid, and its
+            # birth date and sex agree: not the mother's number on a newborn); else the master index may
+            own = idcheck is not None and idcheck.valid and (
+                not (isinstance(bd, str) and len(bd) >= 4 and idcheck.birth_date is not None)
+                or bd[:4] == f"{idcheck.birth_date.year:04d}") and (
+                idcheck.sex is None or fx.gender not in ("male", "female") or fx.gender == idcheck.sex)
+            fx.ref = (idcheck.number if own and idcheck is not None else None, _name_text(res), _phone(res),
+                      _home_address(res))
         if idcheck is None or idcheck.sex is None:
             return
         if "Patient" in self.id_sex_types and fx.gender in ("male", "female") and fx.gender != idcheck.sex:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,45 @@ _QF_COLS = ("rtype", "rid", "version", "rule", "dimension", "path", "message", "
             "status", "detected")
 
 
+PREPARED = "quality"
+
+
+class Prepare:
+    """The IMPORT_PREPARE function: a resource's checks in the importer's worker process, all but
+    the value-set checks (the terminology service stays in the writing process).  Only for a
+    resource that carries its id and its sender's upload time (what the writing process would use)."""
+
+    name = PREPARED
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self._checker: Checker | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"rules": self.rules}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.rules = state["rules"]
+        self._checker = None
+
+    def __call__(self, res: dict[str, Any]) -> Facts | None:
+        rtype, rid = res.get("resourceType"), res.get("id")
+        if not isinstance(rtype, str) or not isinstance(rid, str) or rtype in SKIP:
+            return None
+        sent = (res.get("meta") or {}).get("lastUpdated")
+        received = parse_time(sent) if isinstance(sent, str) and len(sent) > 10 else None
+        if received is None:
+            return None
+        if self._checker is None:
+            self._checker = Checker(self.rules, None)
+        return self._checker.check(rtype, rid, res, received, codes=False)
+
+
+def _late_registration(rtype: str, rid: str) -> Found:
+    return Found("timeliness.Patient", "Patient.meta.lastUpdated",
+                 f"与迟报的 {rtype}/{rid} 同一次上传：登记未及时上传")
+
+
 def _mark(conn: Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
@@ -75,8 +114,10 @@ class QualityService:
     """``node.ext["quality"]``: the engine of one node."""
 
     def __init__(self, store: Any, rules: Rules, terminology: CodeValidator | None = None,
-                 tasks: bool = True) -> None:
+                 tasks: bool = True, same_person: Callable[[str, str], tuple[str, str]] | None = None) -> None:
         self.store = store
+        #: the master index's "other records of the same Person" join (None without the master index)
+        self.same_person = same_person
         self.rules = rules
         self.checker = Checker(rules, terminology)
         self.tasks = tasks
@@ -148,7 +189,11 @@ class QualityService:
         for it in items:
             if it.resource_type in SKIP:
                 continue
-            fx = check(it.resource_type, it.id, it.resource, _received(it.sent, it.resource))
+            fx = it.prepared.get(PREPARED) if it.prepared else None
+            if fx is not None:  # checked in the importer's worker: only the value-set checks are left
+                self.checker.check_codes(it.resource_type, it.resource, fx.findings)
+            else:
+                fx = check(it.resource_type, it.id, it.resource, _received(it.sent, it.resource))
             row = self._row(it.resource_type, it.id, 1, fx, it.rid)
             qrows.append(row)
             for f in fx.findings:
@@ -293,7 +338,76 @@ class QualityService:
             out.append((ResKey(rtype, rid), Found(f"uniqueness.{rtype}", f"{rtype}.id",
                                                   f"与 {rtype}/{other} 重复（同一机构的同一记录）")))
         out.extend(self._registry(conn, w, args, fx))
+        if fx is None:
+            out.extend(self._late_registrations(conn, w, args))
         return out
+
+    def _late_registrations(self, conn: Connection, w: str, args: tuple[Any, ...]) -> list[tuple[ResKey, Found]]:
+        """Registrations (Patients) that came in the same upload as a late record of their patient at
+        the same institution: late too (a registration has no event time of its own)."""
+        reg = self.rules.f.timeliness.registrations
+        if reg is None or "Patient" not in reg.types:
+            return []
+        win = int(reg.window_seconds * 1_000_000)
+        out: list[tuple[ResKey, Found]] = []
+        seen: set[str] = set()
+        counted: list[tuple[str, int]] = []  # Patients of an earlier import: their counters were added already
+        mark, top = args
+        for pid, rtype, rid, pseq, pinst, pday in conn.exec_driver_sql(
+            "SELECT p.rid, q.rtype, q.rid, p.seq, p.institution, p.day FROM quality_resource q JOIN quality_resource p "
+            "ON p.rtype = 'Patient' AND p.rid = q.pid "
+            f"WHERE {w} AND q.f_timeliness = 1 AND q.pid IS NOT NULL AND q.rtype <> 'Patient' "
+            f"AND p.institution = q.institution AND p.f_timeliness = 0 "
+            f"AND p.received >= q.received - {win} AND p.received <= q.received + {win} ORDER BY p.rid, q.rtype, q.rid",
+            args
+        ):
+            if pid not in seen:
+                seen.add(pid)
+                out.append((ResKey("Patient", pid), _late_registration(rtype, rid)))
+                if not mark < pseq <= top:
+                    counted.append((pinst, pday))
+        if counted:
+            m = _mark(conn)
+            conn.exec_driver_sql(f"UPDATE quality_counter SET f_timeliness = f_timeliness + 1 WHERE institution = {m} "
+                                 f"AND rtype = 'Patient' AND day = {m}", counted)
+        return out
+
+    def _late_registration_rest(self, conn: Connection, key: ResKey, fx: Facts, inst: str | None, now: int) -> None:
+        """The REST path of :meth:`_late_registrations`: a late record just written, whose Patient came
+        within the window before it (e.g. the same transaction Bundle), makes the registration late."""
+        reg = self.rules.f.timeliness.registrations
+        if (reg is None or "Patient" not in reg.types or key.rtype == "Patient" or not fx.subject
+                or not fx.subject.startswith("Patient/")
+                or not any(f.rule.startswith("timeliness.") for f in fx.findings)):
+            return
+        m = _mark(conn)
+        pid = fx.subject.split("/", 1)[1]
+        p = conn.exec_driver_sql(
+            f"SELECT version, institution, day, received, f_timeliness FROM quality_resource "
+            f"WHERE rtype = 'Patient' AND rid = {m}", (pid,)).first()
+        if p is None or p[4] or p[1] != inst or abs(int(p[3]) - fx.received) > reg.window_seconds * 1_000_000:
+            return
+        f = _late_registration(key.rtype, key.rid)
+        prior = conn.exec_driver_sql(
+            f"SELECT id FROM quality_finding WHERE rtype = 'Patient' AND rid = {m} AND rule = {m}", (pid, f.rule)
+        ).first()
+        if prior is not None:  # a finding of an earlier life of this id (deleted, created again): reopened
+            fid = int(prior[0])
+            conn.exec_driver_sql(f"UPDATE quality_finding SET status = 'open', closed = NULL, version = {m}, "
+                                 f"message = {m}, institution = {m}, day = {m}, detected = {m}, task = NULL "
+                                 f"WHERE id = {m}", (p[0], f.message, inst, p[2], now, fid))
+        else:
+            fid = conn.exec_driver_sql(
+                f"INSERT INTO quality_finding ({', '.join(_QF_COLS)}) VALUES ({', '.join([m] * len(_QF_COLS))}) "
+                "RETURNING id",
+                ("Patient", pid, p[0], f.rule, "timeliness", f.path, f.message, fx.subject, inst, p[2], "open", now)
+            ).scalar_one()
+        conn.exec_driver_sql(f"UPDATE quality_resource SET f_timeliness = 1 WHERE rtype = 'Patient' AND rid = {m}",
+                             (pid,))
+        conn.exec_driver_sql(f"UPDATE quality_counter SET f_timeliness = f_timeliness + 1 WHERE institution = {m} "
+                             f"AND rtype = 'Patient' AND day = {m}", (inst, p[2]))
+        if self.tasks:
+            self._new_task(conn, fid, ResKey("Patient", pid), f, fx.subject, inst, now)
 
     def _registry(self, conn: Connection, w: str, args: tuple[Any, ...],
                   fx: Facts | None) -> list[tuple[ResKey, Found]]:
@@ -307,13 +421,22 @@ class QualityService:
             return []
         m = _mark(conn)
         inn = ", ".join([m] * len(orgs))
+        cols = "q.rid, r.rid, q.namekey, r.namekey, q.phonekey, r.phonekey, q.addrkey, r.addrkey, r.institution"
+        mine = f"q.rtype = 'Patient' AND (q.institution IS NULL OR q.institution NOT IN ({inn}))"
         rows = conn.exec_driver_sql(
-            "SELECT q.rid, r.rid, q.namekey, r.namekey, q.phonekey, r.phonekey, q.addrkey, r.addrkey, r.institution "
-            "FROM quality_resource q JOIN quality_resource r ON r.idkey = q.idkey AND r.rtype = 'Patient' "
-            f"AND r.rid <> q.rid AND r.institution IN ({inn}) "
-            f"WHERE {w} AND q.rtype = 'Patient' AND q.idkey IS NOT NULL "
-            f"AND (q.institution IS NULL OR q.institution NOT IN ({inn})) ORDER BY q.rid, r.received DESC",
+            f"SELECT {cols} FROM quality_resource q JOIN quality_resource r ON r.idkey = q.idkey "
+            f"AND r.rtype = 'Patient' AND r.rid <> q.rid AND r.institution IN ({inn}) "
+            f"WHERE {w} AND {mine} AND q.idkey IS NOT NULL ORDER BY q.rid, r.received DESC",
             (*orgs, *args, *orgs)).all()
+        if self.same_person is not None:
+            # no own valid ID number (missing, mistyped, the mother's): the resident's registry record
+            # is the one the master index linked to the same Person
+            join, other = self.same_person("q.rid", "sp")
+            rows += conn.exec_driver_sql(
+                f"SELECT {cols} FROM quality_resource q {join} JOIN quality_resource r ON r.rtype = 'Patient' "
+                f"AND r.rid = {other} AND r.institution IN ({inn}) "
+                f"WHERE {w} AND {mine} AND q.idkey IS NULL ORDER BY q.rid, r.received DESC",
+                (*orgs, *args, *orgs)).all()
         out: list[tuple[ResKey, Found]] = []
         seen: set[str] = set()
         for rid, ref_rid, qn, rn, qp, rp, qa, ra, org in rows:
@@ -360,9 +483,19 @@ class QualityService:
         inst_row = conn.exec_driver_sql(
             f"SELECT institution, day FROM quality_resource WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid)
         ).first()
+        if old is not None and old[3 + FLAG_DIMENSIONS.index("timeliness")] and key.rtype == "Patient":
+            # a registration found late with its upload stays late: a resubmission is received at the first receipt
+            kept = conn.exec_driver_sql(
+                f"SELECT rule, path, message FROM quality_finding WHERE rtype = {m} AND rid = {m} AND rule = {m} "
+                "AND status = 'open'", (key.rtype, key.rid, "timeliness.Patient")).first()
+            if kept is not None and not any(f.rule == kept[0] for f in findings):
+                findings.append(Found(kept[0], kept[1], kept[2]))
+                conn.exec_driver_sql(f"UPDATE quality_resource SET f_timeliness = 1 WHERE rtype = {m} AND rid = {m}",
+                                     (key.rtype, key.rid))
         # a first version (never stored before: no findings yet) has nothing to reconcile
         self._sync(tx, key, ev.version, findings, (fx.subject, inst_row[0], inst_row[1]), now,
                    new=old is None and ev.version == 1)
+        self._late_registration_rest(conn, key, fx, inst_row[0], now)
 
     def _sync(self, tx: Any, key: ResKey, version: int, findings: list[Found],
               ctx: tuple[str | None, str | None, int] | None, now: int, deleted: bool = False,

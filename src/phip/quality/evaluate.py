@@ -43,13 +43,12 @@ REGISTRY_KINDS = frozenset({"name_homophone", "outdated_phone", "outdated_addres
 NO_OWN_ID = frozenset({"id_missing", "id_mistyped", "newborn_mother_id"})
 #: kinds (or kind:type) no rule of a single record can see, and why
 OUT_OF_SCOPE: dict[str, str] = {
-    "registry:no-own-id": "the record has no valid ID number of its own (missing, mistyped, the mother's): "
-                          "nothing finds the resident's registry record",
+    "registry:no-own-id": "the record has no valid ID number of its own (missing, mistyped, the mother's) and "
+                          "the node has no master index to find the resident's registry record by",
     "registry:not-registered": "the resident left the region (moved out): no active registry record to compare",
-    "late_upload:Patient": "a registration carries no event time of its own",
-    "late_upload:RelatedPerson": "a registration carries no event time of its own",
+    "late_upload:RelatedPerson": "a relative's registration carries no event time of its own (Patients are judged "
+                                 "by the late records of their upload)",
     "late_upload:Group": "a household record carries no event time of its own",
-    "late_upload:Coverage": "an enrolment carries no event time of its own",
     "late_upload:within-limit": "uploaded later than planned but within the rule's time limit (the run's end cut "
                                 "the delay short): not late by the rule's definition",
 }
@@ -90,30 +89,31 @@ class Evaluation:
 
 
 def _scope(row: dict[str, str], limits: Any, kinds_of_record: set[str] | None = None,
-           gone: bool = False) -> str | None:
+           gone: bool = False, linked: bool = False) -> str | None:
     kind, rtype = row["defect"], row["resource_type"]
     if kind in REGISTRY_KINDS:
-        if kinds_of_record and kinds_of_record & NO_OWN_ID:
+        if kinds_of_record and kinds_of_record & NO_OWN_ID and not linked:
             return "registry:no-own-id"
         if gone:
             return "registry:not-registered"
         return None
     if kind in OUT_OF_SCOPE:
         return kind
-    if f"{kind}:{rtype}" in OUT_OF_SCOPE:
-        return f"{kind}:{rtype}"
     if kind == "late_upload" and row["true_value"] and row["recorded_value"]:
         try:
             delay = (datetime.fromisoformat(row["recorded_value"]) - datetime.fromisoformat(row["true_value"]))
         except ValueError:
-            return None
-        if delay.total_seconds() <= limits(rtype) * 3600:
+            delay = None
+        if delay is not None and delay.total_seconds() <= limits(rtype) * 3600:
             return "late_upload:within-limit"
+    if f"{kind}:{rtype}" in OUT_OF_SCOPE:
+        return f"{kind}:{rtype}"
     return None
 
 
-def evaluate(store: Any, region: Path, rules: Any) -> Evaluation:
-    """Compare the findings in ``store`` with ``region/truth/quality_defects.csv``."""
+def evaluate(store: Any, region: Path, rules: Any, linked: bool = False) -> Evaluation:
+    """Compare the findings in ``store`` with ``region/truth/quality_defects.csv`` (``linked``: the
+    engine compares records without their own ID number through the master index)."""
     t = rules.f.timeliness
 
     def limit(rtype: str) -> float:
@@ -144,7 +144,7 @@ def evaluate(store: Any, region: Path, rules: Any) -> Evaluation:
         gone = person_of.get(key[1]) in gone_people
         for row in rows:
             ev.defects += 1
-            scope = _scope(row, limit, kinds, gone)
+            scope = _scope(row, limit, kinds, gone, linked)
             if scope is not None:
                 ev.out_of_scope[scope] += 1
                 continue

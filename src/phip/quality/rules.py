@@ -179,12 +179,22 @@ class ClassA(_M):
     prefixes: list[str]
 
 
+class Registrations(_M):
+    """Registrations carry no event time of their own: one is late when it came in the same upload
+    (within ``window_seconds``) as a late record of its patient at the same institution."""
+
+    about: str | None = Field(None, alias="_about")
+    types: list[Literal["Patient"]]
+    window_seconds: float = Field(ge=0, le=86400)
+
+
 class Timeliness(_M):
     default_hours: float
     class_a_hours: float
     class_a_codes: ClassA
     hours: dict[str, float]
     event: dict[str, list[str]]
+    registrations: Registrations | None = None
 
 
 class UniqueKey(_M):
@@ -280,6 +290,9 @@ class Rules:
                                 f"{REGISTRY_TITLES[fld]}与全员人口库不一致"))
         for t in f.timeliness.event:
             cat.append(RuleInfo(f"timeliness.{t}", "timeliness", t, "meta.lastUpdated", "上传不及时"))
+        for t in f.timeliness.registrations.types if f.timeliness.registrations else ():
+            cat.append(RuleInfo(f"timeliness.{t}", "timeliness", t, "meta.lastUpdated",
+                                "登记上传不及时（随迟报的就诊记录一并上传）"))
         for t, u in f.uniqueness.items():
             cat.append(RuleInfo(f"uniqueness.{t}", "uniqueness", t, "id", u.about or "重复记录"))
         cat.append(RuleInfo("upload.rate", "upload", "Organization", "", "上传量低于预期"))

@@ -1,0 +1,73 @@
+"""A registration (Patient) has no event time of its own: it is late when it came in the same upload
+as a late record of its patient at the same institution — in the import's batch phase and on the
+REST path (a transaction Bundle); a resubmission keeps the finding; the scorecard counts it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from .test_flow import _encounter, _now, _org, _patient
+from .test_registry_check import ID_A, ID_B, import_findings
+
+CST = timezone(timedelta(hours=8))
+
+
+def _at(days: float) -> str:
+    return (datetime.now(CST) - timedelta(days=days)).isoformat(timespec="seconds")
+
+
+def _open(api: Any, pid: str) -> set[str]:
+    body = api.get(f"/quality/findings?resource=Patient/{pid}&status=open", expect=200).json()
+    return {f["rule"] for f in body["findings"] if f["dimension"] == "timeliness"}
+
+
+def _tx(*resources: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources]}
+
+
+def test_rest_transaction_with_a_late_visit(api: Any) -> None:
+    _org(api)
+    _org(api, "h2")
+    # the first visit, 10 days ago, uploaded now together with the registration
+    api.post("/fhir", _tx(_patient("p-late", ID_A), _encounter("e-late", "p-late", _at(10))), expect=200)
+    assert _open(api, "p-late") == {"timeliness.Patient"}
+    f = api.get("/quality/findings?resource=Patient/p-late&rule=timeliness.Patient", expect=200).json()["findings"][0]
+    assert "Encounter/e-late" in f["message"] and f["path"] == "Patient.meta.lastUpdated" and f["institution"] == "h1"
+    assert api.get(f"/fhir/{f['task']}", expect=200).json()["for"] == {"reference": "Patient/p-late"}
+    # a visit sent as it happens: the registration is on time
+    api.post("/fhir", _tx(_patient("p-ok", ID_B), _encounter("e-ok", "p-ok", _now(-1))), expect=200)
+    assert _open(api, "p-ok") == set()
+    # a late visit at another institution says nothing of this registration
+    api.put("/fhir/Patient/p-h2", _patient("p-h2", ID_B, org="h2"), expect=201)
+    api.put("/fhir/Encounter/e-h1", _encounter("e-h1", "p-h2", _at(9)), expect=201)
+    assert _open(api, "p-h2") == set()
+    # a corrected resubmission of the registration does not undo its late upload
+    api.put("/fhir/Patient/p-late", _patient("p-late", ID_A, gender="male"), expect=200)
+    assert _open(api, "p-late") == {"timeliness.Patient"}
+    card = api.get("/quality/scorecard?institution=h1", expect=200).json()
+    assert "timeliness" in str(card)
+
+
+def test_import_batch_phase(node: Any, tmp_path: Path) -> None:
+    from phip.quality.tables import quality_counter as QC
+
+    up = "2025-03-20T10:00:00+08:00"
+    late_visit = dict(_encounter("e1", "p1", "2025-03-01T09:00:00+08:00"), meta={"lastUpdated": up})
+    docs = [
+        {"resourceType": "Organization", "id": "h1", "name": "医院"},
+        dict(_patient("p1", ID_A), meta={"lastUpdated": up}),  # registered with the late visit
+        # registered on time long before; its late visit came in another upload
+        dict(_patient("p2", ID_B), meta={"lastUpdated": "2025-01-05T10:00:00+08:00"}),
+        late_visit,
+        dict(_encounter("e2", "p2", "2025-03-01T09:00:00+08:00"), meta={"lastUpdated": up}),
+    ]
+    got = import_findings(node, docs, tmp_path, "timeliness.%")
+    with node.store.engine.connect() as conn:
+        pat = conn.execute(sa.select(sa.func.sum(QC.c.f_timeliness)).where(QC.c.rtype == "Patient")).scalar()
+    assert got == {("p1", "timeliness.Patient"), ("e1", "timeliness.Encounter"), ("e2", "timeliness.Encounter")}
+    assert pat == 1
