@@ -37,13 +37,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from empi_eval import febrl4_patients, pairwise, synth_patients, synth_truth
 
 
-def _node(tmp: Path, db: str | None, all_caps: bool) -> Any:
+def _node(tmp: Path, db: str | None, all_caps: bool, reuse: bool = False) -> Any:
     import phip.capabilities as caps
 
     if not all_caps:
         caps.ENABLED = ("phip.empi",)
         caps.load.cache_clear()
-    from phip.node.node import init_node
+    from phip.node.node import Node, init_node
+
+    if reuse:
+        return Node.open(tmp)
 
     return init_node(tmp, db=db, region="510104", name="bench")
 
@@ -205,13 +208,22 @@ def scale_patients(n: int, seed: int = 1) -> list[dict[str, Any]]:
 
 
 def run_scale(n: int, args: Any, probes: int = 400) -> dict[str, float]:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-empi-scale-"))
+    keep = Path(args.keep) / str(n) if args.keep else None
+    tmp = keep or Path(tempfile.mkdtemp(prefix="bench-empi-scale-"))
     try:
-        node = _node(tmp / "node", args.db, args.all_capabilities)
         pats = scale_patients(n)
-        t = time.perf_counter()
-        _import(node, pats, tmp)
-        t_import = time.perf_counter() - t
+        if keep is not None and (keep / ".built").exists():  # an index kept by an earlier run (--keep)
+            node, t_import = _node(keep / "node", args.db, args.all_capabilities, reuse=True), float("nan")
+        else:
+            if keep is not None:
+                shutil.rmtree(keep, ignore_errors=True)
+                keep.mkdir(parents=True)
+            node = _node(tmp / "node", args.db, args.all_capabilities)
+            t = time.perf_counter()
+            _import(node, pats, tmp)
+            t_import = time.perf_counter() - t
+            if keep is not None:
+                (keep / ".built").write_text(str(n))
         rnd = random.Random(7)
         repo = node.store.repository()
         lat: list[float] = []
@@ -244,7 +256,8 @@ def run_scale(n: int, args: Any, probes: int = 400) -> dict[str, float]:
         node.close()
         return res
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
@@ -258,6 +271,8 @@ def main() -> None:
     ap.add_argument("--skip-rebuild", action="store_true", help="time the real-time creates only")
     ap.add_argument("--all-capabilities", action="store_true")
     ap.add_argument("--db", default=None)
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="keep each scale index in DIR/<n> and reuse it on the next run (the probes add to it)")
     args = ap.parse_args()
     if not args.skip_febrl:
         pats, truth = febrl4_patients()
