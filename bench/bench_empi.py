@@ -207,7 +207,8 @@ def scale_patients(n: int, seed: int = 1) -> list[dict[str, Any]]:
     return out
 
 
-def run_scale(n: int, args: Any, probes: int = 400) -> dict[str, float]:
+def run_scale(n: int, args: Any) -> dict[str, float]:
+    probes = args.probes
     keep = Path(args.keep) / str(n) if args.keep else None
     tmp = keep or Path(tempfile.mkdtemp(prefix="bench-empi-scale-"))
     try:
@@ -271,6 +272,7 @@ def main() -> None:
     ap.add_argument("--skip-rebuild", action="store_true", help="time the real-time creates only")
     ap.add_argument("--all-capabilities", action="store_true")
     ap.add_argument("--db", default=None)
+    ap.add_argument("--probes", type=int, default=400, help="real-time creates timed per scale")
     ap.add_argument("--keep", default=None, metavar="DIR",
                     help="keep each scale index in DIR/<n> and reuse it on the next run (the probes add to it)")
     args = ap.parse_args()

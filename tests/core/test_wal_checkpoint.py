@@ -43,3 +43,36 @@ def test_inline_checkpoint_when_asked(tmp_path: Path, monkeypatch: pytest.Monkey
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 10000
     finally:
         engine.dispose()
+
+
+def test_log_stays_bounded_under_a_writer_that_never_pauses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bulk writer commits back to back: passive checkpoints never catch up with it, so the
+    checkpointer restarts the log once it passes RESTART_BYTES (else it would grow with all data)."""
+    monkeypatch.setattr(db, "CHECKPOINT_BYTES", 256 * 1024)
+    monkeypatch.setattr(db, "RESTART_BYTES", 2 * 1024 * 1024)
+    monkeypatch.setattr(db, "CHECKPOINT_POLL_S", 0.02)
+    monkeypatch.delenv("PHIP_WAL_CHECKPOINT", raising=False)
+    f = tmp_path / "z.db"
+    engine, _d = db.make_engine(f"sqlite:///{f}")
+    try:
+        largest = 0
+        writers = db.WriterLock(str(f))  # as Store.write_tx takes it
+        with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
+            conn.exec_driver_sql("CREATE TABLE t (v TEXT)")
+            conn.commit()
+            for i in range(400):  # ~40 MB of rows, about 100 kB a commit, no pause between commits
+                with writers:
+                    conn.execute(text("INSERT INTO t VALUES (:v)"), [{"v": f"{i:05d}" + "x" * 995}] * 100)
+                    conn.commit()
+                largest = max(largest, os.path.getsize(f"{f}-wal"))
+            assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 40_000
+        assert largest < 12 * 1024 * 1024, f"the log grew to {largest:,} bytes"
+    finally:
+        engine.dispose()
+        writers.close()
+    engine, _d = db.make_engine(f"sqlite:///{f}")
+    try:
+        with engine.connect() as conn:  # nothing lost by the restarts
+            assert conn.exec_driver_sql("SELECT count(DISTINCT v) FROM t").scalar() == 400
+    finally:
+        engine.dispose()

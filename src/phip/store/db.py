@@ -101,6 +101,10 @@ def is_timeout(exc: BaseException) -> bool:
 
 #: WAL size at which the background checkpointer copies the log into the database
 CHECKPOINT_BYTES = 32 * 1024 * 1024
+#: log size at which it restarts the log even if that makes the writers wait a moment
+RESTART_BYTES = 256 * 1024 * 1024
+#: how long a restart may wait for the current writer and readers (then it tries again later)
+RESTART_WAIT_MS = 1000
 #: how often it looks
 CHECKPOINT_POLL_S = 0.25
 
@@ -111,15 +115,27 @@ class WalCheckpointer:
     With SQLite's automatic checkpoint, the transaction whose commit pushes the log over the limit
     copies it into the database file before it returns: one request in a few hundred pays for all
     of them.  Here the writers' connections have ``wal_autocheckpoint=0`` and this thread runs a
-    PASSIVE checkpoint (it never blocks readers or writers) whenever the log has grown past
+    PASSIVE checkpoint (it never blocks readers or writers) whenever the log file has grown past
     :data:`CHECKPOINT_BYTES`.  SQLite releases the GIL while it copies, so on a machine with a
-    second core the copying overlaps the requests.  ``PHIP_WAL_CHECKPOINT=inline`` keeps SQLite's
-    own (for comparison in the benchmarks).
+    second core the copying overlaps the requests.
+
+    A PASSIVE checkpoint lets the next writer start the log again from its beginning only once it
+    has copied every frame; a writer that never pauses (a bulk import) keeps appending while it
+    copies, so the log would grow without end, and every read would search a larger log index.
+    When the log holds more than :data:`RESTART_BYTES`, the thread therefore runs a RESTART
+    checkpoint: it queues for the writers' lock (:class:`WriterLock`) behind the writer of the
+    moment, waits (at most :data:`RESTART_WAIT_MS`, else it tries again later) for readers of old
+    snapshots, copies the few frames the passive passes left, and makes the next writer begin the
+    log again.  Writers wait for it for that moment only.
+    ``PHIP_WAL_CHECKPOINT=inline`` keeps SQLite's own automatic checkpoint (for comparison in the
+    benchmarks).
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.wal = path + "-wal"
+        #: (passive, restart) checkpoints run, for the tests and benchmarks
+        self.runs = [0, 0]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="phip-wal-checkpoint", daemon=True)
         self._thread.start()
@@ -128,6 +144,8 @@ class WalCheckpointer:
         import sqlite3
 
         conn: Any = None
+        page = 4096
+        writers = WriterLock(self.path)
         try:
             while not self._stop.wait(CHECKPOINT_POLL_S):
                 try:
@@ -138,10 +156,20 @@ class WalCheckpointer:
                     continue
                 if conn is None:
                     conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-                    conn.execute("PRAGMA busy_timeout=30000")
+                    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
                 with contextlib.suppress(sqlite3.Error):  # busy, or the file went away: next time
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    conn.execute("PRAGMA busy_timeout=30000")
+                    _busy, frames, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.runs[0] += 1
+                    if frames * page >= RESTART_BYTES:
+                        # queue with the writers (WriterLock: SQLite's own busy handler would let a
+                        # writer that commits back to back win every time), then wait for readers
+                        with writers:
+                            conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+                            busy, _f, _d = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                        self.runs[1] += not busy
         finally:
+            writers.close()
             if conn is not None:
                 conn.close()
 
