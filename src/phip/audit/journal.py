@@ -19,7 +19,7 @@ import fcntl
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,9 @@ class Journal:
         return path, fd
 
     def write(self, p: Pending) -> None:
-        d = asdict(p)
-        if d["query"]:
-            d["query"] = mask_query(d["query"])
-        os.write(self.fd, orjson.dumps(d) + b"\n")
+        if p.query:
+            p = replace(p, query=mask_query(p.query))
+        os.write(self.fd, orjson.dumps(p) + b"\n")  # orjson writes the dataclass itself (asdict: 10× slower)
 
     def rotate(self) -> tuple[Path, int]:
         """Start a new file; the old one (path, fd) is retired once its records are in the chain."""
