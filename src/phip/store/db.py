@@ -134,8 +134,6 @@ class WalCheckpointer:
     def __init__(self, path: str) -> None:
         self.path = path
         self.wal = path + "-wal"
-        #: (passive, restart) checkpoints run, for the tests and benchmarks
-        self.runs = [0, 0]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="phip-wal-checkpoint", daemon=True)
         self._thread.start()
@@ -160,14 +158,12 @@ class WalCheckpointer:
                 with contextlib.suppress(sqlite3.Error):  # busy, or the file went away: next time
                     conn.execute("PRAGMA busy_timeout=30000")
                     _busy, frames, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.runs[0] += 1
                     if frames * page >= RESTART_BYTES:
                         # queue with the writers (WriterLock: SQLite's own busy handler would let a
                         # writer that commits back to back win every time), then wait for readers
                         with writers:
                             conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
-                            busy, _f, _d = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-                        self.runs[1] += not busy
+                            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         finally:
             writers.close()
             if conn is not None:
