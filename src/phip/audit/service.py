@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from phip.audit import chain
+from phip.audit import chain, journal
 from phip.audit.events import Pending
 from phip.audit.journal import Journal
 from phip.core.hooks import WriteEvent
@@ -123,8 +123,6 @@ class AuditService:
 
     def recover(self) -> int:
         """Write the records of processes that died before their buffer reached the chain."""
-        from phip.audit import journal
-
         n = 0
         for path, recs in journal.orphans(self.journal_dir):
             if recs:

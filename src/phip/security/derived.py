@@ -151,9 +151,6 @@ def after_write(tx: Any, event: WriteEvent) -> None:
         write_consent(tx.conn, event.id, event.resource)
 
 
-CONSENT_RULES = ("deny-outside", "deny-label", "permit-org")
-
-
 def after_person(tx: Any, event: WriteEvent) -> None:
     """A master Person written (REST or the master index's batch): the Consents that cover one of
     its Patients are evaluated again, so they reach a record linked to the resident later."""
@@ -164,8 +161,7 @@ def after_person(tx: Any, event: WriteEvent) -> None:
     if not pids:
         return
     conn = tx.conn
-    cids = sorted({r[0] for r in conn.execute(sa.select(consent.c.consent_id).where(
-        consent.c.rule.in_(CONSENT_RULES), consent.c.patient_id.in_(pids)))})
+    cids = sorted({r[0] for r in conn.execute(sa.select(consent.c.consent_id).where(consent.c.patient_id.in_(pids)))})
     if not cids:
         return
     flush = getattr(tx, "flush_pending", None)
