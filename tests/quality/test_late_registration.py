@@ -71,3 +71,19 @@ def test_import_batch_phase(node: Any, tmp_path: Path) -> None:
         pat = conn.execute(sa.select(sa.func.sum(QC.c.f_timeliness)).where(QC.c.rtype == "Patient")).scalar()
     assert got == {("p1", "timeliness.Patient"), ("e1", "timeliness.Encounter"), ("e2", "timeliness.Encounter")}
     assert pat == 1
+
+
+def test_a_file_without_upload_times_is_not_judged_late(node: Any, tmp_path: Path) -> None:
+    """Old records loaded without their sender's upload time (a migration of a hospital's history):
+    when the source received them is unknown, so the load's own time does not make them late; the
+    same visit with an upload time a month after it is late."""
+    old_visit = _encounter("e-old", "p1", "2019-06-01T09:00:00+08:00")
+    stamped = dict(_encounter("e-stamped", "p1", "2019-06-01T09:00:00+08:00"),
+                   meta={"lastUpdated": "2019-07-01T09:00:00+08:00"})
+    docs = [{"resourceType": "Organization", "id": "h1", "name": "医院"}, _patient("p1", ID_A), old_visit, stamped]
+    assert import_findings(node, docs, tmp_path, "timeliness.%") == {("e-stamped", "timeliness.Encounter")}
+    # the records are still counted, on the day they were loaded
+    from phip.quality.tables import quality_counter as QC
+    with node.store.engine.connect() as conn:
+        received = conn.execute(sa.select(sa.func.sum(QC.c.received)).where(QC.c.rtype == "Encounter")).scalar()
+    assert received == 2

@@ -128,5 +128,17 @@ def test_checks_in_the_import_worker_match_the_serial_path(node: Any, region: Pa
         f2, r2 = rows(other)
         assert len(f1) > 100 and f1 == f2
         assert r1 == r2
+        # the worker's keyed values are the writing process's (a REST write is compared with them)
+        svc = other.ext["quality"]
+        with other.store.engine.connect() as conn:
+            stored = {rid: (k, n) for rid, k, n in conn.exec_driver_sql(
+                "SELECT rid, idkey, namekey FROM quality_resource WHERE rtype = 'Patient' AND idkey IS NOT NULL")}
+        repo = other.store.repository()
+        for rid, (idkey, namekey) in list(stored.items())[:50]:
+            res = repo.read("Patient", rid).resource()
+            fx = svc.checker.check("Patient", rid, res, 0)
+            assert fx.ref is not None
+            assert (svc._key("i", fx.ref[0]), svc._key("n", fx.ref[1])) == (idkey, namekey)
+        assert len(stored) > 20 and other.store.codec is not None
     finally:
         other.close()

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 from phip.api.app import create_app
+from phip.core import heap
 from phip.node.node import Node
 
 app = create_app(Node.open(Path(os.environ["PHIP_DATA"]), migrate=False))
+heap.settle()  # the node's start-up heap is kept for good: later collections need not walk it

@@ -24,6 +24,12 @@ class Point(StrEnum):
     #: ``fn(store, loaded: dict[str, int])`` (resource type → count); for hooks registered with
     #: ``on_import=False``, which do their work for imported data here, in a batch
     AFTER_IMPORT = "after_import"
+    #: once in a ``phip import`` run, after its last batch commit and before ``AFTER_IMPORT`` and
+    #: the rebuild of the search value indexes (when a large load deferred them):
+    #: ``fn(store, loaded: dict[str, int])``; for bulk writes that need no search (they are cheaper
+    #: before the indexes are built).  Not fired when the run failed; ``AFTER_IMPORT`` must not
+    #: rely on it having run
+    IMPORT_LOADED = "import_loaded"
     #: after the repository has read resources for a caller: ``fn(interaction, rows: list[Row])``;
     #: interaction is ``read``, ``vread``, ``search-type`` (the matches and includes of one page),
     #: ``history`` or ``operation`` (``$everything``); used by audit

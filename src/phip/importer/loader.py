@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from phip.core import heap
 from phip.core.hooks import ImportedItem, Point, WriteEvent
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import now_us, to_instant
@@ -213,21 +214,24 @@ class Importer:
         a (nearly) empty store.
         """
         defer = should_defer_indexes(self.store, files) if defer_indexes is None else defer_indexes
-        if defer:
-            self.store.defer_search_indexes()
-        try:
-            for f in files:
-                self.import_file(f, wait=False)
-            self._drain(0)
-        finally:
-            self.close()
+        with heap.bulk():
             if defer:
-                if on_phase:
-                    on_phase("building the search indexes")
-                self.store.ensure_indexes()
-        if on_phase and self.store.hooks.has(Point.AFTER_IMPORT):
-            on_phase("batch phase (master index, quality, …)")
-        self.finish()
+                self.store.defer_search_indexes()
+            try:
+                for f in files:
+                    self.import_file(f, wait=False)
+                self._drain(0)
+                self.close()
+                self.store.hooks.fire(Point.IMPORT_LOADED, self.store, dict(self.report.by_type))
+            finally:
+                self.close()
+                if defer:
+                    if on_phase:
+                        on_phase("building the search indexes")
+                    self.store.ensure_indexes()
+            if on_phase and self.store.hooks.has(Point.AFTER_IMPORT):
+                on_phase("batch phase (master index, quality, …)")
+            self.finish()
         return self.report
 
     def finish(self) -> None:
@@ -480,6 +484,7 @@ def _init_worker(codec: Any, preparers: list[Any] | None = None) -> None:
     global _WORKER_CODEC, _WORKER_PREPARERS
     _WORKER_CODEC = codec
     _WORKER_PREPARERS = list(preparers or ())
+    heap.settle(heap.BULK_THRESHOLD)  # a worker process does bulk work only
 
 
 def _reason(e: FhirError) -> str:

@@ -26,7 +26,8 @@ def _install(node: Any) -> None:
     hooks = node.store.hooks
     hooks.register(Point.AFTER_WRITE, svc.on_write, on_import=False)
     hooks.register(Point.IMPORT_BATCH, svc.on_import_batch)
-    hooks.register(Point.IMPORT_PREPARE, Prepare(svc.rules))  # the checks run in the importer's worker
+    hooks.register(Point.IMPORT_PREPARE, Prepare(svc))  # the checks run in the importer's worker
+    hooks.register(Point.IMPORT_LOADED, svc.on_loaded)
     hooks.register(Point.AFTER_IMPORT, svc.on_after_import)
 
 

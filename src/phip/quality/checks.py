@@ -323,9 +323,12 @@ class Checker:
         return None, None
 
     # -- the checks ------------------------------------------------------------------------------------------
-    def check(self, rtype: str, rid: str, res: dict[str, Any], received: int, *, codes: bool = True) -> Facts:
+    def check(self, rtype: str, rid: str, res: dict[str, Any], received: int, *, codes: bool = True,
+              timely: bool = True) -> Facts:
         """The facts and single-record findings of one resource.  ``codes=False`` leaves out the
-        value-set checks (which need the terminology service): :meth:`check_codes` adds them."""
+        value-set checks (which need the terminology service): :meth:`check_codes` adds them.
+        ``timely=False``: ``received`` is not when the source uploaded it (a file loaded without
+        its sender's upload time), so timeliness is not judged."""
         fx = Facts(received=received)
         fx.institution, fx.via = self.institution(rtype, rid, res)
         out = fx.findings
@@ -402,7 +405,8 @@ class Checker:
                 break
         if rtype == "Observation":
             self._vitals(res, out)
-        self._timeliness(rtype, res, received, out)
+        if timely:
+            self._timeliness(rtype, res, received, out)
         uq = self.unique.get(rtype)
         if uq:
             vals = [self._key_value(res, parts, idcheck) for parts in uq[0]]

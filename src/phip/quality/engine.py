@@ -9,7 +9,9 @@ Two ways in, one set of checks (:class:`~phip.quality.checks.Checker`):
 - ``phip import``: each batch's new resources are checked in the batch's transaction
   (``IMPORT_BATCH``, with the sender's upload time), and the cross-record part (institutions
   inherited from encounters and subjects, uniqueness, event vs birth/death, sex/age for codes),
-  the counters and the Tasks run once at ``AFTER_IMPORT``, set-wise in SQL.
+  the counters and the Tasks run once at the end, set-wise in SQL (institutions and the Tasks of
+  the findings so far at ``IMPORT_LOADED``, before the search indexes are rebuilt; the rest at
+  ``AFTER_IMPORT``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ TASK_RULE_SYSTEM = "urn:phip:cs:quality-rule"
 _QR_COLS = ("rtype", "rid", "version", "institution", "via_type", "via_id", "subject", "pid", "day", "received",
             "event", "gender", "birth", "death", "xrule", "ukey", "uid", "seq", *[f"f_{d}" for d in FLAG_DIMENSIONS],
             "idkey", "namekey", "phonekey", "addrkey")
+_SEQ = _QR_COLS.index("seq")
+_CONFORMANCE = _QR_COLS.index("f_conformance")
 _QF_COLS = ("rtype", "rid", "version", "rule", "dimension", "path", "message", "subject", "institution", "day",
             "status", "detected")
 
@@ -61,22 +65,32 @@ PREPARED = "quality"
 class Prepare:
     """The IMPORT_PREPARE function: a resource's checks in the importer's worker process, all but
     the value-set checks (the terminology service stays in the writing process).  Only for a
-    resource that carries its id and its sender's upload time (what the writing process would use)."""
+    resource that carries its id and its sender's upload time (what the writing process would use).
+
+    Returns what the writing process inserts, as plain tuples (cheap to send back): the
+    ``quality_resource`` row (its ``seq`` still 0) and each finding as (rule, dimension, path, message)."""
 
     name = PREPARED
 
-    def __init__(self, rules: Rules) -> None:
-        self.rules = rules
+    def __init__(self, svc: QualityService) -> None:
+        self.rules = svc.rules
+        self._svc: QualityService | None = svc
+        self._codec: Any = None
         self._checker: Checker | None = None
+        self._dims: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"rules": self.rules}
+        # the store's codec travels with it: the registry keys are keyed blind values (as the writer's)
+        return {"rules": self.rules, "codec": self._svc.store.codec if self._svc is not None else self._codec}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.rules = state["rules"]
+        self._codec = state["codec"]
+        self._svc = None
         self._checker = None
+        self._dims = {}
 
-    def __call__(self, res: dict[str, Any]) -> Facts | None:
+    def __call__(self, res: dict[str, Any]) -> PreparedRow | None:
         rtype, rid = res.get("resourceType"), res.get("id")
         if not isinstance(rtype, str) or not isinstance(rid, str) or rtype in SKIP:
             return None
@@ -86,7 +100,54 @@ class Prepare:
             return None
         if self._checker is None:
             self._checker = Checker(self.rules, None)
-        return self._checker.check(rtype, rid, res, received, codes=False)
+        fx = self._checker.check(rtype, rid, res, received, codes=False)
+        dim = self._dimension
+        codec = self._codec
+        row = facts_row(rtype, rid, 1, fx, 0, dim, lambda kind, v: value_key(codec, kind, v),
+                        self.rules.f.timezone_offset_hours)
+        return row, tuple((f.rule, dim(f.rule), f.path, f.message) for f in fx.findings)
+
+    def _dimension(self, rule: str) -> str:
+        d = self._dims.get(rule)
+        if d is None:
+            d = self._dims[rule] = dimension_of(self.rules, rule)
+        return d
+
+
+#: what :class:`Prepare` sends back: the ``quality_resource`` row and the findings
+PreparedRow = tuple[tuple[Any, ...], tuple[tuple[str, str, str, str], ...]]
+
+
+def dimension_of(rules: Rules, rule: str) -> str:
+    info = rules.catalogue.get(rule)
+    return info.dimension if info else rule.split(".", 1)[0]
+
+
+def value_key(codec: Any, kind: str, value: str | None) -> str | None:
+    """A value compared for equality only, as stored: the privacy capability's keyed blind index
+    when encryption at rest is on (never the ID number or phone in clear), else a hash."""
+    if value is None:
+        return None
+    if codec is not None:
+        return str(codec.blind(f"quality:{kind}:{value}"))
+    return "h" + hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:32]
+
+
+def facts_row(rtype: str, rid: str, version: int, fx: Facts, seq: int, dimension: Callable[[str], str],
+              key: Callable[[str, str | None], str | None], offset: int) -> tuple[Any, ...]:
+    """A ``quality_resource`` row (columns ``_QR_COLS``) from a resource's facts."""
+    via_t = via_i = None
+    if fx.via and "/" in fx.via:
+        via_t, via_i = fx.via.split("/", 1)
+    pid = fx.subject.split("/", 1)[1] if fx.subject and fx.subject.startswith(("Patient/", "Practitioner/")) \
+        else None
+    dims = {dimension(f.rule) for f in fx.findings}
+    ref = fx.ref
+    keys = (key("i", ref[0]), key("n", ref[1]), key("p", ref[2]), key("a", ref[3])) \
+        if ref is not None else (None, None, None, None)
+    return (rtype, rid, version, fx.institution, via_t, via_i, fx.subject, pid,
+            day_of(fx.received, offset), fx.received, fx.event, fx.gender, fx.birth, fx.death, fx.xrule,
+            fx.ukey, key("u", fx.uid), seq, *[1 if d in dims else 0 for d in FLAG_DIMENSIONS], *keys)
 
 
 def _late_registration(rtype: str, rid: str) -> Found:
@@ -132,34 +193,15 @@ class QualityService:
     def dimension(self, rule: str) -> str:
         d = self._dims.get(rule)
         if d is None:
-            info = self.rules.catalogue.get(rule)
-            d = self._dims[rule] = info.dimension if info else rule.split(".", 1)[0]
+            d = self._dims[rule] = dimension_of(self.rules, rule)
         return d
 
     # -- facts → rows ----------------------------------------------------------------------------------
     def _row(self, rtype: str, rid: str, version: int, fx: Facts, seq: int) -> tuple[Any, ...]:
-        via_t = via_i = None
-        if fx.via and "/" in fx.via:
-            via_t, via_i = fx.via.split("/", 1)
-        pid = fx.subject.split("/", 1)[1] if fx.subject and fx.subject.startswith(("Patient/", "Practitioner/")) \
-            else None
-        dims = {self.dimension(f.rule) for f in fx.findings}
-        ref = fx.ref
-        keys = (self._key("i", ref[0]), self._key("n", ref[1]), self._key("p", ref[2]), self._key("a", ref[3])) \
-            if ref is not None else (None, None, None, None)
-        return (rtype, rid, version, fx.institution, via_t, via_i, fx.subject, pid,
-                day_of(fx.received, self.offset), fx.received, fx.event, fx.gender, fx.birth, fx.death, fx.xrule,
-                fx.ukey, self._key("u", fx.uid), seq, *[1 if d in dims else 0 for d in FLAG_DIMENSIONS], *keys)
+        return facts_row(rtype, rid, version, fx, seq, self.dimension, self._key, self.offset)
 
     def _key(self, kind: str, value: str | None) -> str | None:
-        """A value compared for equality only, as stored: the privacy capability's keyed blind index
-        when encryption at rest is on (never the ID number or phone in clear), else a hash."""
-        if value is None:
-            return None
-        codec = self.store.codec
-        if codec is not None:
-            return str(codec.blind(f"quality:{kind}:{value}"))
-        return "h" + hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:32]
+        return value_key(self.store.codec, kind, value)
 
     def _registry_orgs(self, conn: Connection) -> list[str]:
         """Ids of the Organizations whose Patients are the population registry (by their type, through
@@ -189,11 +231,24 @@ class QualityService:
         for it in items:
             if it.resource_type in SKIP:
                 continue
-            fx = it.prepared.get(PREPARED) if it.prepared else None
-            if fx is not None:  # checked in the importer's worker: only the value-set checks are left
-                self.checker.check_codes(it.resource_type, it.resource, fx.findings)
-            else:
-                fx = check(it.resource_type, it.id, it.resource, _received(it.sent, it.resource))
+            pre = it.prepared.get(PREPARED) if it.prepared else None
+            if pre is not None:  # checked in the importer's worker: only the value-set checks are left
+                row, found = pre
+                row = (*row[:_SEQ], it.rid, *row[_SEQ + 1:])
+                codes: list[Found] = []
+                self.checker.check_codes(it.resource_type, it.resource, codes)
+                if codes:
+                    found = (*found, *((f.rule, dim(f.rule), f.path, f.message) for f in codes))
+                    if not row[_CONFORMANCE]:
+                        row = (*row[:_CONFORMANCE], 1, *row[_CONFORMANCE + 1:])
+                qrows.append(row)
+                frows.extend((it.resource_type, it.id, 1, rule, d, path, msg, row[6], row[3], row[8], "open", now)
+                             for rule, d, path, msg in found)
+                continue
+            sent = _sent(it.sent)
+            # a file's records without their sender's upload time (a migration of old data): when the
+            # source received them is unknown, so they are not judged late against the load's own time
+            fx = check(it.resource_type, it.id, it.resource, now if sent is None else sent, timely=sent is not None)
             row = self._row(it.resource_type, it.id, 1, fx, it.rid)
             qrows.append(row)
             for f in fx.findings:
@@ -203,6 +258,21 @@ class QualityService:
         _insert_many(tx.conn, "quality_finding", _QF_COLS, frows)
 
     # -- phip import: the batch phase ----------------------------------------------------------------------
+    def on_loaded(self, store: Any, _loaded: dict[str, int]) -> None:
+        """Before the search indexes are rebuilt (``IMPORT_LOADED``): the imported rows' institutions
+        and a Task for each finding so far — one bulk write, cheaper while the value indexes are
+        being rebuilt anyway.  ``process`` at ``AFTER_IMPORT`` does the rest (and all of it when a
+        caller never fires this point)."""
+        with store.write_tx() as tx:
+            conn = tx.conn
+            m = _mark(conn)
+            mark = self._watermark(conn)
+            top = conn.execute(sa.select(sa.func.max(QR.c.seq))).scalar() or 0
+            if top > mark:
+                self._inherit(conn, f"seq > {m} AND seq <= {m}", (mark, top), None)
+            if self.tasks:
+                self._tasks_bulk(tx)
+
     def on_after_import(self, store: Any, _loaded: dict[str, int]) -> None:
         with store.write_tx() as tx:
             self.process(tx)
@@ -233,29 +303,8 @@ class QualityService:
             where, args = f"seq > {m} AND seq <= {m}", (mark, top)
         else:
             where, args = f"rtype = {m} AND rid = {m}", (key.rtype, key.rid)
-        # 1. institutions inherited from the encounter / subject (twice: an encounter may inherit too)
-        resolve = fx is None or fx.institution is None
-        for _ in range(2 if resolve else 0):
-            conn.exec_driver_sql(
-                "UPDATE quality_resource SET institution = (SELECT q2.institution FROM quality_resource q2 "
-                "WHERE q2.rtype = quality_resource.via_type AND q2.rid = quality_resource.via_id) "
-                f"WHERE {where} AND institution IS NULL AND via_type IS NOT NULL", args)
-        # a practitioner works where their PractitionerRole says
-        roles = [] if key is not None and key.rtype != "PractitionerRole" else conn.exec_driver_sql(
-            f"SELECT institution, pid FROM quality_resource WHERE {where} AND rtype = 'PractitionerRole' "
-            "AND pid IS NOT NULL AND institution IS NOT NULL", args).all()
-        if roles:
-            conn.exec_driver_sql(f"UPDATE quality_resource SET institution = {m} WHERE rtype = 'Practitioner' "
-                                 f"AND rid = {m} AND institution IS NULL", [tuple(r) for r in roles])
-        if resolve:
-            conn.exec_driver_sql(
-                f"UPDATE quality_resource SET institution = {m} WHERE {where} AND institution IS NULL",
-                (UNKNOWN, *args))
-        if key is None:  # findings written at import without an institution take their resource's
-            conn.exec_driver_sql(
-                "UPDATE quality_finding SET institution = (SELECT q.institution FROM quality_resource q "
-                "WHERE q.rtype = quality_finding.rtype AND q.rid = quality_finding.rid) "
-                "WHERE quality_finding.institution IS NULL")
+        # 1. institutions inherited from the encounter / subject
+        self._inherit(conn, where, args, key, resolve=fx is None or fx.institution is None)
         # 2. cross-record checks
         cross = self._cross(conn, where, args, fx)
         now = now_us()
@@ -288,6 +337,34 @@ class QualityService:
             if self.tasks:
                 self._tasks_bulk(tx)
         return cross
+
+    def _inherit(self, conn: Connection, where: str, args: tuple[Any, ...], key: ResKey | None,
+                 resolve: bool = True) -> None:
+        """Rows without an institution of their own take their encounter's or subject's (twice: an
+        encounter may inherit too), a practitioner their PractitionerRole's; what stays unknown is
+        marked so.  For an import, the open findings then take their resource's."""
+        m = _mark(conn)
+        for _ in range(2 if resolve else 0):
+            conn.exec_driver_sql(
+                "UPDATE quality_resource SET institution = (SELECT q2.institution FROM quality_resource q2 "
+                "WHERE q2.rtype = quality_resource.via_type AND q2.rid = quality_resource.via_id) "
+                f"WHERE {where} AND institution IS NULL AND via_type IS NOT NULL", args)
+        # a practitioner works where their PractitionerRole says
+        roles = [] if key is not None and key.rtype != "PractitionerRole" else conn.exec_driver_sql(
+            f"SELECT institution, pid FROM quality_resource WHERE {where} AND rtype = 'PractitionerRole' "
+            "AND pid IS NOT NULL AND institution IS NOT NULL", args).all()
+        if roles:
+            conn.exec_driver_sql(f"UPDATE quality_resource SET institution = {m} WHERE rtype = 'Practitioner' "
+                                 f"AND rid = {m} AND institution IS NULL", [tuple(r) for r in roles])
+        if resolve:
+            conn.exec_driver_sql(
+                f"UPDATE quality_resource SET institution = {m} WHERE {where} AND institution IS NULL",
+                (UNKNOWN, *args))
+        if key is None:  # findings written at import without an institution take their resource's
+            conn.exec_driver_sql(
+                "UPDATE quality_finding SET institution = (SELECT q.institution FROM quality_resource q "
+                "WHERE q.rtype = quality_finding.rtype AND q.rid = quality_finding.rid) "
+                "WHERE quality_finding.institution IS NULL")
 
     def _info(self, conn: Connection, keys: set[ResKey] | set[Any]) -> dict[tuple[str, str], Any]:
         out: dict[tuple[str, str], Any] = {}
@@ -744,13 +821,10 @@ def upload_rate(daily: dict[int, int], baseline_days: int, fixed: float | None, 
     return min(1.0, got / exp) if exp else None
 
 
-def _received(sent: str | None, resource: dict[str, Any]) -> int:
-    """When the sender uploaded it (its ``meta.lastUpdated``), else the node's own stamp."""
-    for v in (sent, (resource.get("meta") or {}).get("lastUpdated")):
-        t = parse_time(v) if isinstance(v, str) and len(v) > 10 else None
-        if t is not None:
-            return t
-    return now_us()
+def _sent(sent: str | None) -> int | None:
+    """When the sender uploaded it (the ``meta.lastUpdated`` of the file, which the node's own stamp
+    has replaced in the stored resource), if it says."""
+    return parse_time(sent) if isinstance(sent, str) and len(sent) > 10 else None
 
 
 def _iso_day(day: int | None) -> str | None:
