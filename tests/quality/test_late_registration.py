@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from .test_flow import _encounter, _now, _org, _patient
@@ -87,3 +88,24 @@ def test_a_file_without_upload_times_is_not_judged_late(node: Any, tmp_path: Pat
     with node.store.engine.connect() as conn:
         received = conn.execute(sa.select(sa.func.sum(QC.c.received)).where(QC.c.rtype == "Encounter")).scalar()
     assert received == 2
+
+
+def test_import_tasks_made_before_the_index_rebuild_are_searchable(node: Any, tmp_path: Path) -> None:
+    """A large load rebuilds the search indexes at the end; the Tasks written for its findings
+    before that (IMPORT_LOADED) are found by owner and status afterwards, one per finding."""
+    from phip.importer.loader import Importer
+    from phip.quality.tables import quality_finding as QF
+
+    up = "2025-03-20T10:00:00+08:00"
+    docs = [{"resourceType": "Organization", "id": "h1", "name": "医院"},
+            dict(_patient("p1", ID_A), meta={"lastUpdated": up}),
+            dict(_encounter("e1", "p1", "2025-03-01T09:00:00+08:00"), meta={"lastUpdated": up})]
+    f = tmp_path / "all.ndjson"
+    f.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    imp = Importer(node.store)
+    imp.import_all([f], defer_indexes=True)
+    with node.store.engine.connect() as conn:
+        tasks = {r[0] for r in conn.execute(sa.select(QF.c.task).where(QF.c.status == "open"))}
+    assert tasks and None not in tasks
+    found = node.store.repository().find("Task", "owner=Organization/h1&status=requested")
+    assert {r.id for r in found} == tasks
