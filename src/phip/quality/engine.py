@@ -102,7 +102,7 @@ class Prepare:
             self._checker = Checker(self.rules, None)
         fx = self._checker.check(rtype, rid, res, received, codes=False)
         dim = self._dimension
-        codec = self._codec
+        codec = self._svc.store.codec if self._svc is not None else self._codec  # (not sent: this process)
         row = facts_row(rtype, rid, 1, fx, 0, dim, lambda kind, v: value_key(codec, kind, v),
                         self.rules.f.timezone_offset_hours)
         return row, tuple((f.rule, dim(f.rule), f.path, f.message) for f in fx.findings)
