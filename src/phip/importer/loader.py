@@ -221,7 +221,6 @@ class Importer:
                 for f in files:
                     self.import_file(f, wait=False)
                 self._drain(0)
-                self.close()
                 self.store.hooks.fire(Point.IMPORT_LOADED, self.store, dict(self.report.by_type))
             finally:
                 self.close()
