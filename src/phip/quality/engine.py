@@ -94,8 +94,7 @@ class Prepare:
         rtype, rid = res.get("resourceType"), res.get("id")
         if not isinstance(rtype, str) or not isinstance(rid, str) or rtype in SKIP:
             return None
-        sent = (res.get("meta") or {}).get("lastUpdated")
-        received = parse_time(sent) if isinstance(sent, str) and len(sent) > 10 else None
+        received = _sent((res.get("meta") or {}).get("lastUpdated"))
         if received is None:
             return None
         if self._checker is None:
@@ -266,8 +265,7 @@ class QualityService:
         with store.write_tx() as tx:
             conn = tx.conn
             m = _mark(conn)
-            mark = self._watermark(conn)
-            top = conn.execute(sa.select(sa.func.max(QR.c.seq))).scalar() or 0
+            mark, top = self._pending(conn)
             if top > mark:
                 self._inherit(conn, f"seq > {m} AND seq <= {m}", (mark, top), None)
             if self.tasks:
@@ -276,6 +274,10 @@ class QualityService:
     def on_after_import(self, store: Any, _loaded: dict[str, int]) -> None:
         with store.write_tx() as tx:
             self.process(tx)
+
+    def _pending(self, conn: Connection) -> tuple[int, int]:
+        """The imported rows awaiting the batch phase: ``seq`` above the first, up to the second."""
+        return self._watermark(conn), conn.execute(sa.select(sa.func.max(QR.c.seq))).scalar() or 0
 
     def _watermark(self, conn: Connection) -> int:
         rec = conn.execute(sa.select(S.jobs.c.progress).where(S.jobs.c.id == WATERMARK)).first()
@@ -294,8 +296,7 @@ class QualityService:
         conn = tx.conn
         m = _mark(conn)
         if key is None:
-            mark = self._watermark(conn)
-            top = conn.execute(sa.select(sa.func.max(QR.c.seq))).scalar() or 0
+            mark, top = self._pending(conn)
             if top <= mark:
                 if self.tasks:
                     self._tasks_bulk(tx)
