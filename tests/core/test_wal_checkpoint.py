@@ -76,3 +76,33 @@ def test_log_stays_bounded_under_a_writer_that_never_pauses(tmp_path: Path, monk
             assert conn.exec_driver_sql("SELECT count(DISTINCT v) FROM t").scalar() == 400
     finally:
         engine.dispose()
+
+
+def test_writer_lock_serves_a_waiting_thread_before_one_that_asks_again(tmp_path: Path) -> None:
+    """The checkpointer's restart queues behind the current writer, not behind every later commit:
+    a writer that releases and asks again at once goes after the thread that was waiting."""
+    import threading
+
+    path = str(tmp_path / "w.db")
+    writer, checkpointer = db.WriterLock(path), db.WriterLock(path)  # two instances, one queue
+    order: list[str] = []
+    waiting = threading.Event()
+
+    def wait_for_turn() -> None:
+        waiting.set()
+        with checkpointer:
+            order.append("checkpointer")
+
+    try:
+        with writer:
+            t = threading.Thread(target=wait_for_turn)
+            t.start()
+            waiting.wait(5)
+            time.sleep(0.1)  # the other thread is queued now
+        with writer:  # asks again at once, as a bulk writer does
+            order.append("writer")
+        t.join(5)
+        assert order == ["checkpointer", "writer"]
+    finally:
+        writer.close()
+        checkpointer.close()

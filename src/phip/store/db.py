@@ -270,19 +270,60 @@ def migrate(engine: Engine) -> None:
             conn.commit()
 
 
+class _TicketLock:
+    """A first-come, first-served lock for the threads of one process.
+
+    ``threading.Lock`` is not fair: a thread that releases it and asks again at once (a bulk
+    writer committing back to back) takes it again before a waiting thread has woken up, so the
+    checkpointer's restart could wait for as long as the writer keeps writing.  Here each thread
+    draws a ticket and is served in that order.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next = 0
+        self._serving = 0
+
+    def acquire(self) -> None:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            while ticket != self._serving:
+                self._cond.wait()
+
+    def release(self) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
+_TICKETS: dict[str, _TicketLock] = {}
+_TICKETS_GUARD = threading.Lock()
+
+
+def _ticket_lock(path: str | None) -> _TicketLock:
+    """The one in-process queue of a database file's writers (a private one without a file)."""
+    if path is None:
+        return _TicketLock()
+    with _TICKETS_GUARD:
+        return _TICKETS.setdefault(os.path.realpath(path), _TicketLock())
+
+
 class WriterLock:
-    """One SQLite writer at a time, queued in the kernel instead of the busy handler.
+    """One SQLite writer at a time, queued in order instead of by the busy handler.
 
     SQLite lets one connection write; the others poll with sleeps of up to 100 ms
-    (``busy_timeout``), which starves writers under load.  Threads of one process queue on
-    a ``threading.Lock``; processes (``phip serve --workers N``, an import beside a server)
-    on an exclusive ``flock`` of a file next to the database.  Reentrant use is the
-    caller's business (``Store.write_tx`` reuses an open transaction).
+    (``busy_timeout``), which starves writers under load.  Threads of one process queue, first
+    come first served, on one ticket lock per database file (shared by every ``WriterLock`` of
+    that file, so the WAL checkpointer's restart is served after the current writer, not after
+    the last one); processes (``phip serve --workers N``, an import beside a server) then on an
+    exclusive ``flock`` of a file next to the database.  Reentrant use is the caller's business
+    (``Store.write_tx`` reuses an open transaction).
     """
 
     def __init__(self, db_file: str | None) -> None:
-        self._thread = threading.Lock()
         self._path = f"{db_file}-writer.lock" if db_file and db_file != ":memory:" else None
+        self._thread = _ticket_lock(self._path)
         self._fd: int | None = None
 
     def __enter__(self) -> WriterLock:
