@@ -462,7 +462,7 @@ class Repository:
     # -- search ---------------------------------------------------------------------------------
     def parser(self, lenient: bool = False) -> Parser:
         return Parser(default_count=self.settings.default_count, max_count=self.settings.max_count,
-                      lenient=lenient)
+                      lenient=lenient, code_sets=self.store.search_compiler.code_sets is not None)
 
     def search(self, req: SearchRequest, *, extra_where: list[Any] | None = None) -> SearchResult:
         try:

@@ -9,7 +9,9 @@ follow https://hl7.org/fhir/R4/search.html:
 * string: starts-with on the folded text (``phip.fhir.search.text.normalize``),
   ``:exact`` on the raw text, ``:contains`` anywhere;
 * token: ``[system]|[code]`` forms, ``:not`` (also matches resources without the
-  element), ``:text``, ``:of-type``;
+  element), ``:text``, ``:of-type``; ``:in``/``:not-in`` a ValueSet and ``:below``/``:above``
+  a code of a hierarchical code system, answered from the node's :class:`CodeSets` (the
+  terminology capability) as ``system IN (…) AND code IN (…)`` per code system;
 * date: the value and the indexed element are both inclusive µs ranges at their
   precision, compared per prefix;
 * number/quantity: implicit precision of the literal (``5.4`` is ``[5.35, 5.45)``),
@@ -36,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -44,7 +46,7 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import MAX, MIN, date_range, now_us
-from phip.fhir.errors import bad_request
+from phip.fhir.errors import FhirError, bad_request
 from phip.fhir.search.extract import composite_component_types
 from phip.fhir.search.query import Criterion, SearchRequest, parse_prefix, split_escaped, unescape
 from phip.fhir.search.text import normalize
@@ -70,6 +72,25 @@ def _types_with(code: str) -> tuple[str, ...]:
     return tuple(sorted(rt for rt in defs.resource_types() if code in defs.search_params_for(rt)))
 
 
+#: the most codes a :in / :below / :above criterion may stand for (each is a bound parameter)
+MAX_SET_CODES = 20_000
+_CODE_CHUNK = 1000
+CODE_SET_MODIFIERS = ("in", "not-in", "below", "above")
+
+
+class CodeSets(Protocol):
+    """Code sets for the token modifiers ``:in``, ``:not-in``, ``:below`` and ``:above``.
+
+    Each answer is a list of ``(names of one code system, its codes)``; the names are the
+    system's URL and every alias it is known by (an OID and its URI), as data may carry either.
+    ``None``: the value set, code system or code is not known to this node.
+    """
+
+    def value_set_codes(self, url: str) -> list[tuple[list[str], list[str]]] | None: ...
+
+    def hierarchy_codes(self, system: str, code: str, below: bool) -> list[tuple[list[str], list[str]]] | None: ...
+
+
 @dataclass(slots=True)
 class Compiled:
     where: list[ColumnElement[bool]]
@@ -86,18 +107,21 @@ class SearchCompiler:
     def __init__(self, dialect_name: str, base_url: str = "") -> None:
         self.dialect = dialect_name
         self.base_url = base_url.rstrip("/")
+        #: set by the terminology capability: the token modifiers that need code sets work then
+        self.code_sets: CodeSets | None = None
 
     def compile(self, req: SearchRequest, r: Any) -> Compiled:
         base = (req.base_url or self.base_url or "").rstrip("/")
-        return _Build(self.dialect, base).compile(req, r)
+        return _Build(self.dialect, base, self.code_sets).compile(req, r)
 
 
 class _Build:
     """The compilation of one request (knows the dialect and this server's base URL)."""
 
-    def __init__(self, dialect: str, base: str) -> None:
+    def __init__(self, dialect: str, base: str, code_sets: CodeSets | None = None) -> None:
         self.dialect = dialect
         self.base = base
+        self.code_sets = code_sets
         self.correlate = False
         self.last_sub: tuple[Any, Select[Any]] | None = None
 
@@ -178,7 +202,7 @@ class _Build:
                     extra.append(r.c.rid.in_(sa.select(t.c.rid).where(_key(t, keys), sa.or_(*ors))))
                 return sa.or_(*extra)
         sub = sa.select(t.c.rid).where(_key(t, keys), sa.or_(*ors))
-        if c.kind == "token" and c.modifier == "not":
+        if c.kind == "token" and c.modifier in ("not", "not-in"):
             return r.c.rid.not_in(sub)
         if self.correlate:
             return sa.exists(sub.where(t.c.rid == r.c.rid))
@@ -191,7 +215,7 @@ class _Build:
         if kind == "string":
             return self._string_cond(t, unescape(v), c.modifier)
         if kind == "token":
-            return self._token_cond(t, v, c.modifier)
+            return self._token_cond(t, v, c.modifier, f"{c.code}:{c.modifier}" if c.modifier else c.code)
         if kind == "date":
             return self._date_cond(v, t.c.low, t.c.high)
         if kind == "number":
@@ -212,7 +236,9 @@ class _Build:
             return t.c.norm.like("%" + _like_escape(n) + "%", escape="\\")
         return sa.and_(t.c.norm >= n, t.c.norm < n + TOP)
 
-    def _token_cond(self, t: Any, v: str, modifier: str | None) -> ColumnElement[bool]:
+    def _token_cond(self, t: Any, v: str, modifier: str | None, name: str | None = None) -> ColumnElement[bool]:
+        if modifier in CODE_SET_MODIFIERS:
+            return self._code_set_cond(t, v, modifier, name)
         if modifier == "text":
             n = normalize(unescape(v))
             return sa.and_(t.c.text >= n, t.c.text < n + TOP)
@@ -227,6 +253,38 @@ class _Build:
         if code == "":
             return t.c.system == system
         return sa.and_(t.c.system == system, t.c.code == code)
+
+    def _code_set_cond(self, t: Any, v: str, modifier: str, name: str | None) -> ColumnElement[bool]:
+        """A token in a value set (``:in``, ``:not-in``) or in a code's subtree or path to the root
+        (``:below``, ``:above``; the code itself included), per https://hl7.org/fhir/R4/search.html#token."""
+
+        def refuse(message: str, code: str) -> FhirError:
+            return FhirError(400, message, code=code, expression=name, msg_id="PHIP-2010")
+
+        if self.code_sets is None:
+            raise refuse(f"Modifier :{modifier} needs the terminology service", "not-supported")
+        if modifier in ("in", "not-in"):
+            url = unescape(v)
+            groups = self.code_sets.value_set_codes(url)
+            if groups is None:
+                raise refuse(f"ValueSet {url!r} is not known to this node (:{modifier})", "not-found")
+        else:
+            system, code = (unescape(p) for p in split_escaped(v, "|"))
+            groups = self.code_sets.hierarchy_codes(system, code, modifier == "below")
+            if groups is None:
+                raise refuse(f"{code!r} is not a code of a code system known to this node ({system}; "
+                             f":{modifier})", "not-found")
+        total = sum(len(codes) for _names, codes in groups)
+        if total > MAX_SET_CODES:
+            raise refuse(f":{modifier} {unescape(v)!r} stands for {total} codes, more than "
+                         f"{MAX_SET_CODES}; search a narrower set", "too-costly")
+        ors: list[ColumnElement[bool]] = []
+        for names, codes in groups:
+            if not codes:
+                continue
+            chunks = [t.c.code.in_(codes[i:i + _CODE_CHUNK]) for i in range(0, len(codes), _CODE_CHUNK)]
+            ors.append(sa.and_(t.c.system.in_(names), sa.or_(*chunks)))
+        return sa.or_(*ors) if ors else sa.false()
 
     def _of_type_cond(self, t: Any, v: str, code: str) -> ColumnElement[bool]:
         parts = [unescape(p) for p in split_escaped(v, "|")]
@@ -565,7 +623,7 @@ def _selectivity(c: Criterion) -> int:
     """A rank of how few rows a criterion is likely to match (lower: fewer), without statistics."""
     if c.kind == "_id" and c.modifier is None:
         return 0
-    if c.modifier in ("missing", "not", "text", "contains") or c.chain is not None:
+    if c.modifier in ("missing", "not", "not-in", "text", "contains") or c.chain is not None:
         return 9
     return {"reference": 1, "token": 2, "uri": 3, "string": 4, "composite": 5, "quantity": 6,
             "number": 6, "date": 7, "_lastUpdated": 7}.get(c.kind, 9)

@@ -32,6 +32,7 @@ def _install(node: Any) -> None:
         from phip.terminology.api import validate_hook
 
         node.store.hooks.register(validate_point, validate_hook(svc))
+    node.store.search_compiler.code_sets = svc  # token :in, :not-in, :below, :above
     node.ext["terminology"] = svc
 
 

@@ -318,6 +318,32 @@ class TerminologyService:
         cs = self.codesystem(system, version)
         return cs.subsumes(code_a, code_b) if cs is not None else None
 
+    # -- code sets for search (phip.store.search.CodeSets) -----------------------------------------
+    def _names(self, system: str) -> list[str]:
+        """A code system's URL and every alias it is known by (data may carry either)."""
+        canonical = self._alias.get(system, system)
+        return sorted({system, canonical, *(a for a, c in self._alias.items() if c == canonical)})
+
+    def value_set_codes(self, url: str) -> list[tuple[list[str], list[str]]] | None:
+        """The members of a value set (``url`` or ``url|version``), grouped by code system (``:in``)."""
+        base, _, version = url.partition("|")
+        vs = self.valueset(base, version or None)
+        if vs is None:
+            return None
+        by_system: dict[str, list[str]] = {}
+        for system, code, *_rest in self._expand_items(vs, set()):
+            by_system.setdefault(system, []).append(code)
+        return [(self._names(system), codes) for system, codes in by_system.items()]
+
+    def hierarchy_codes(self, system: str, code: str, below: bool) -> list[tuple[list[str], list[str]]] | None:
+        """A code and its descendants (``below``) or its ancestors (``:above``) in its code system."""
+        cs = self.codesystem(system)
+        concept = cs.get(code) if cs is not None else None
+        if cs is None or concept is None:
+            return None
+        related = list(cs.descendants(concept.code)) if below else sorted(cs.ancestors(concept.code))
+        return [(self._names(system), [concept.code, *related])]
+
     # -- value sets --------------------------------------------------------------------------------
     def valueset(self, url: str, version: str | None = None) -> ValueSetIndex | None:
         self._fresh()

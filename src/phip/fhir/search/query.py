@@ -44,7 +44,8 @@ MODIFIERS = {
     "composite": {"missing"},
     "special": {"missing"},
 }
-UNSUPPORTED_MODIFIERS = {"in", "not-in", "below", "above"}  # token modifiers needing terminology
+#: token modifiers answered from the terminology service's code sets (value sets, hierarchies)
+CODE_SET_MODIFIERS = {"in", "not-in", "below", "above"}
 SUMMARY = {"true", "false", "text", "data", "count"}
 TOTAL = {"none", "estimate", "accurate"}
 _TYPE_RE = re.compile(r"^[A-Z][A-Za-z]+$")
@@ -189,10 +190,13 @@ class SearchRequest:
 class Parser:
     """Parses search parameters for one resource type (or the whole system)."""
 
-    def __init__(self, *, default_count: int = 50, max_count: int = 1000, lenient: bool = False) -> None:
+    def __init__(self, *, default_count: int = 50, max_count: int = 1000, lenient: bool = False,
+                 code_sets: bool = False) -> None:
         self.default_count = default_count
         self.max_count = max_count
         self.lenient = lenient
+        #: whether the node has code sets for :in, :not-in, :below and :above on tokens
+        self.code_sets = code_sets
 
     def parse(self, resource_type: str | None, params: list[tuple[str, str]]) -> SearchRequest:
         req = SearchRequest(resource_type=resource_type, count=self.default_count)
@@ -369,9 +373,18 @@ class Parser:
                 raise bad_request(
                     f"Modifier :{modifier_s} is not allowed on {p.type} parameter {code!r}", expression=name
                 )
-            elif modifier_s in UNSUPPORTED_MODIFIERS and p.type == "token":
+            elif modifier_s in CODE_SET_MODIFIERS and p.type == "token" and not self.code_sets:
                 self._unknown(req, f"Modifier :{modifier_s} needs the terminology service", name)
                 return None
+            elif modifier_s in CODE_SET_MODIFIERS and p.type == "token":
+                for v in crit.values:
+                    parts = split_escaped(v, "|")
+                    if modifier_s in ("below", "above") and (len(parts) != 2 or not all(map(unescape, parts))):
+                        raise bad_request(f":{modifier_s} on {code!r} takes system|code (a code of a code system "
+                                          f"with a hierarchy), not {unescape(v)!r}", expression=name)
+                    if modifier_s in ("in", "not-in") and not unescape(v):
+                        raise bad_request(f":{modifier_s} on {code!r} takes the URL of a ValueSet", expression=name)
+                crit.modifier = modifier_s
             else:
                 crit.modifier = modifier_s
         if crit.modifier == "missing" and value not in ("true", "false"):
