@@ -47,6 +47,12 @@ class Dialect:
     def analyze(self, engine: Engine) -> None:
         """Refresh the planner's statistics after a bulk load (searches pick their driving index by them)."""
 
+    def unbounded(self, conn: Connection) -> Connection:
+        """Lift the node's query timeout for the rest of this connection's transaction: for
+        maintenance (index builds, statistics, migrations) whose time grows with the data, which
+        the limit meant for requests would otherwise cut off on a large node."""
+        return conn
+
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
@@ -63,9 +69,14 @@ class SQLiteDialect(Dialect):
 
     def analyze(self, engine: Engine) -> None:
         with engine.connect() as conn:
+            self.unbounded(conn)
             conn.exec_driver_sql("PRAGMA analysis_limit=2000")  # sampled: seconds, not minutes, at 1M rows
             conn.exec_driver_sql("ANALYZE")
             conn.commit()
+
+    def unbounded(self, conn: Connection) -> Connection:
+        # the progress handler that enforces the limit skips statements of such a connection
+        return conn.execution_options(phip_unbounded=True)
 
 
 class PostgresDialect(Dialect):
@@ -88,8 +99,13 @@ class PostgresDialect(Dialect):
 
     def analyze(self, engine: Engine) -> None:
         with engine.connect() as conn:
+            self.unbounded(conn)
             conn.exec_driver_sql("ANALYZE")
             conn.commit()
+
+    def unbounded(self, conn: Connection) -> Connection:
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")  # until this transaction ends
+        return conn
 
 
 def is_timeout(exc: BaseException) -> bool:
@@ -220,7 +236,7 @@ def make_engine(url: str, *, pool_size: int = 8, query_timeout_ms: int = 30000) 
         def _started(conn: Connection, *_a: Any) -> None:
             holder = conn.connection._connection_record.info.get("phip_started") if conn.connection else None
             if holder is not None:
-                holder[0] = time.monotonic()
+                holder[0] = 0.0 if conn.get_execution_options().get("phip_unbounded") else time.monotonic()
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
@@ -264,10 +280,26 @@ def migrate(engine: Engine) -> None:
     migrations are a branch of their own from the core's)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "heads")
-        if conn.in_transaction():
+        # a migration of a large node (an index over millions of rows) must not meet the request limit
+        pg = engine.dialect.name == "postgresql"
+        if pg:
+            conn.exec_driver_sql("SET statement_timeout = 0")
             conn.commit()
+        else:
+            conn.execution_options(phip_unbounded=True)
+        cfg.attributes["connection"] = conn
+        try:
+            command.upgrade(cfg, "heads")
+            if conn.in_transaction():
+                conn.commit()
+        except BaseException:
+            if conn.in_transaction():
+                conn.rollback()
+            raise
+        finally:
+            if pg:
+                conn.exec_driver_sql("RESET statement_timeout")  # the pool's connections keep the node's limit
+                conn.commit()
 
 
 class _TicketLock:

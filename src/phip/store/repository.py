@@ -203,7 +203,7 @@ class Store:
         sql = ("SELECT name FROM sqlite_master WHERE type = 'index'" if self.dialect.name == "sqlite"
                else "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
         with self.engine.connect() as conn:
-            have = {r[0] for r in conn.exec_driver_sql(sql)}
+            have = {r[0] for r in self.dialect.unbounded(conn).exec_driver_sql(sql)}
         for table in S.metadata.sorted_tables:
             for index in table.indexes:
                 if index.name in have:
@@ -211,7 +211,7 @@ class Store:
                 if progress:
                     progress(str(index.name))
                 with self.engine.begin() as conn:
-                    index.create(conn)
+                    index.create(self.dialect.unbounded(conn))
                 made += 1
         return made
 
