@@ -84,9 +84,9 @@ def _defects(c: Any, node: Any) -> None:
 
 
 def _chart(text: str) -> dict[str, Any]:
-    m = re.search(r'<script type="application/json" id="chart-data">(.*?)</script>', text, re.S)
+    m = re.search(r"<div id=\"chart-data\" hidden data-chart='(.*?)'></div>", text, re.S)
     assert m, text[:2000]
-    return json.loads(m.group(1))  # type: ignore[no-any-return]
+    return json.loads(html.unescape(m.group(1)))  # type: ignore[no-any-return]
 
 
 def _kpis(text: str) -> dict[str, str]:

@@ -86,7 +86,10 @@ def csrf_ok(cookie_value: str | None, form_value: str | None) -> bool:
 
 
 def same_origin(scope: Scope) -> bool:
-    """No ``Origin`` header (older browsers, same-origin GETs), or the node's own origin."""
+    """Not sent by another site: ``Sec-Fetch-Site`` (when the browser sends it) is not
+    ``cross-site``, and ``Origin`` is absent (older browsers) or the node's own origin."""
+    if header(scope.get("headers", ()), b"sec-fetch-site") == "cross-site":
+        return False
     origin = header(scope.get("headers", ()), b"origin")
     if origin is None:
         return True
@@ -157,7 +160,8 @@ class ConsoleSession:
                 if state["mode"] == "forbidden":
                     state["body"] += msg.get("body", b"")
                     if not msg.get("more_body"):
-                        await _forbidden(send, state["body"], state.get("rule"), htmx)
+                        await _forbidden(send, state["body"], state.get("rule"), htmx,
+                                         cookies(headers).get(CSRF_COOKIE))
                 return
             await send(msg)
 
@@ -169,7 +173,8 @@ def _is_outcome(msg: Message) -> bool:
     return "fhir+json" in ctype or "application/json" in ctype
 
 
-async def _forbidden(send: Any, body: bytes, rule: str | None, htmx: bool) -> None:
+async def _forbidden(send: Any, body: bytes, rule: str | None, htmx: bool, csrf: str | None) -> None:
+    from phip.api.context import current_principal
     from phip.console.views import render
 
     try:
@@ -177,7 +182,9 @@ async def _forbidden(send: Any, body: bytes, rule: str | None, htmx: bool) -> No
         message = "; ".join(str(i.get("diagnostics") or "") for i in issues if i.get("diagnostics"))
     except (orjson.JSONDecodeError, AttributeError):
         message = ""
-    page = render("_forbidden.html" if htmx else "forbidden.html", message=message, rule=rule).encode()
+    # still inside the request's authentication: the page can say who is signed in (and offer logout)
+    page = render("_forbidden.html" if htmx else "forbidden.html", message=message, rule=rule,
+                  principal=current_principal.get(), csrf=csrf or "").encode()
     await send({"type": "http.response.start", "status": 403,
                 "headers": [(b"content-type", b"text/html; charset=utf-8"),
                             (b"content-length", str(len(page)).encode()), (b"cache-control", b"no-store"),
@@ -188,4 +195,4 @@ async def _forbidden(send: Any, body: bytes, rule: str | None, htmx: bool) -> No
 #: the console's pages load scripts and styles from the node only (ECharts sets inline styles)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-CSP_HEADERS = [(b"content-security-policy", CSP.encode())]
+CSP_HEADERS = [(b"content-security-policy", CSP.encode()), (b"referrer-policy", b"same-origin")]

@@ -75,7 +75,9 @@ def _csrf(request: Request) -> tuple[str, bool]:
 def page(request: Request, template: str, code: int = 200, /, **ctx: Any) -> HTMLResponse:
     """An HTML answer with the console's headers; sets the CSRF cookie when the browser has none."""
     token, fresh = _csrf(request)
-    body = render(template, request=request, csrf=token, principal=_who(), **ctx)
+    who = _who()
+    nav_quality = who is not None and _may_see_quality(_node(request), who)
+    body = render(template, request=request, csrf=token, principal=who, nav_quality=nav_quality, **ctx)
     resp = HTMLResponse(body, status_code=code)
     _headers(resp)
     if fresh:
@@ -86,6 +88,8 @@ def page(request: Request, template: str, code: int = 200, /, **ctx: Any) -> HTM
 
 def _headers(resp: Response) -> None:
     resp.headers["content-security-policy"] = S.CSP
+    # the node's default (no-referrer) makes browsers send "Origin: null" with the console's own forms
+    resp.headers["referrer-policy"] = "same-origin"
     resp.headers["cache-control"] = "no-store"
     resp.headers["vary"] = "HX-Request, HX-Target"
 

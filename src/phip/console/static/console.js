@@ -1,4 +1,4 @@
-/* phip console: draws the charts from the page's JSON (#chart-data) when ECharts is loaded, and opens a
+/* phip console: draws the charts from the page's JSON (#chart-data's data-chart) when ECharts is loaded, and opens a
    session from a token in the login URL's fragment (#token=…, as printed by `phip demo`).  Without this
    file or without ECharts the pages still work: the numbers are in the tables. */
 (function () {
@@ -13,11 +13,11 @@
     var low = Math.min.apply(null, dims.map(function (d) { return d.rate; }).concat([thr]));
     var floor = Math.max(0, Math.floor((low - 0.02) * 20) / 20);
     return {
-      grid: { left: 56, right: 24, top: 24, bottom: 40 },
+      grid: { left: 56, right: 96, top: 24, bottom: 40 },
       tooltip: { trigger: "axis", valueFormatter: pct },
       xAxis: { type: "category", data: dims.map(function (d) { return d.label + "\n" + d.key; }),
                axisLabel: { interval: 0, fontSize: 11 } },
-      yAxis: { type: "value", min: floor, max: 1, axisLabel: { formatter: function (v) { return Math.round(v * 100) + "%"; } } },
+      yAxis: { type: "value", min: floor, max: 1, interval: (1 - floor) / 5, axisLabel: { formatter: function (v) { return Math.round(v * 100) + "%"; } } },
       series: [{
         type: "bar", barMaxWidth: 48,
         data: dims.map(function (d) {
@@ -25,7 +25,7 @@
         }),
         label: { show: true, position: "top", formatter: function (p) { return pct(p.value); }, fontSize: 11 },
         markLine: { symbol: "none", lineStyle: { color: "#b7791f", type: "dashed" },
-                    label: { formatter: "达标线 " + pct(thr), position: "insideEndTop" },
+                    label: { formatter: "达标线\n" + pct(thr), position: "end" },
                     data: [{ yAxis: thr }] }
       }]
     };
@@ -36,19 +36,23 @@
     var keys = ["completeness", "conformance", "consistency", "timeliness", "uniqueness"];
     var series = keys.map(function (k) {
       return { name: data.labels[k], type: "line", showSymbol: days.length < 40, yAxisIndex: 0,
-               data: data.trend.map(function (d) { return d.rates[k]; }) };
+               tooltip: { valueFormatter: pct },
+               data: data.trend.map(function (d) { return [d.day, d.rates[k]]; }) };
     });
     series.push({ name: "接收量", type: "bar", yAxisIndex: 1, itemStyle: { color: "#c9d6e3" },
-                  data: data.trend.map(function (d) { return d.received; }), z: 0 });
+                  data: data.trend.map(function (d) { return [d.day, d.received]; }), z: 0 });
     series[0].markLine = { symbol: "none", silent: true, lineStyle: { color: "#b7791f", type: "dashed" },
-                           label: { formatter: pct(data.threshold), position: "insideEndTop" },
+                           label: { show: false },
                            data: [{ yAxis: data.threshold }] };
     return {
-      grid: { left: 56, right: 56, top: 40, bottom: 56 },
-      legend: { top: 0, type: "scroll" },
+      grid: { left: 56, right: 64, top: 40, bottom: 56 },
+      legend: { top: 0, left: 0, right: 80, type: "scroll" },
       tooltip: { trigger: "axis" },
-      dataZoom: days.length > 60 ? [{ type: "slider", height: 18, bottom: 6 }] : [],
-      xAxis: { type: "category", data: days },
+      // a long range opens on its last 90 days; the slider shows the rest
+      dataZoom: days.length > 90 ? [{ type: "slider", height: 18, bottom: 6, startValue: days[days.length - 90] },
+                                    { type: "inside", startValue: days[days.length - 90] }] : [],
+      // a time axis: days without uploads keep their place
+      xAxis: { type: "time" },
       yAxis: [{ type: "value", max: 1, scale: true, axisLabel: { formatter: function (v) { return Math.round(v * 100) + "%"; } } },
               { type: "value", name: "接收量", splitLine: { show: false } }],
       series: series
@@ -60,7 +64,7 @@
     charts = [];
     var holder = document.getElementById("chart-data");
     if (!holder || typeof window.echarts === "undefined") { return; }
-    var data = JSON.parse(holder.textContent);
+    var data = JSON.parse(holder.getAttribute("data-chart"));
     document.querySelectorAll("[data-chart]").forEach(function (el) {
       var kind = el.getAttribute("data-chart");
       if (kind === "trend" && !data.trend.length) { return; }
