@@ -298,6 +298,13 @@ def _quality(request: Request) -> Any:
     return svc
 
 
+def _unknown() -> str:
+    """The quality engine's institution for records it could not attribute."""
+    from phip.quality.engine import UNKNOWN
+
+    return UNKNOWN
+
+
 def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The institutions below the threshold, worst first (lowest rate of any dimension)."""
     def worst(r: dict[str, Any]) -> tuple[float, int]:
@@ -319,6 +326,7 @@ def quality(request: Request) -> Response:
     insts, types = queries.options(svc, f.own)
     repo = node.store.repository()
     names = queries.names(repo, "Organization", [*insts, *(r["institution"] for r in sc["institutions"])])
+    names.setdefault(_unknown(), "未知机构 (no institution)")
     rates = sc["overall"]["rates"]
     if f.institution and len(sc["institutions"]) == 1:
         rates = sc["institutions"][0]["rates"]  # one institution: its own row, upload rate included
@@ -370,5 +378,5 @@ def institution(request: Request, institution: str) -> Response:
     sc = queries.scorecard(svc, day_from=f.day_from, day_to=f.day_to, institution=inst, rtype=f.type)
     row = sc["institutions"][0] if sc["institutions"] else None
     summary = queries.rule_summary(svc, institution=inst, day_from=f.day_from, day_to=f.day_to, rtype=f.type)
-    name = queries.names(repo, "Organization", [inst]).get(inst)
+    name = queries.names(repo, "Organization", [inst]).get(inst) or ("未知机构" if inst == _unknown() else None)
     return page(request, "institution.html", sc=sc, row=row, summary=summary, org_name=name, **base)
