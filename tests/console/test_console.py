@@ -125,10 +125,11 @@ def test_login_logout_and_redirects(web: Any) -> None:
     assert r.status_code == 200 and "test" in r.text and "wang" in r.text
     assert "default-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["cache-control"] == "no-store"
-    # a next that leaves the console is ignored
-    r = web.post("/console/login", data={"csrf": web.cookies.get("phip_console_csrf"), "username": "wang",
-                                         "password": PASSWORD, "next": "//evil.example/x"})
-    assert r.status_code == 303 and r.headers["location"] == "/console/"
+    # a next that leaves the console (or goes back to the login page) is ignored
+    for nxt in ("//evil.example/x", "https://evil.example/console/", "/console/login?next=/console/"):
+        r = web.post("/console/login", data={"csrf": web.cookies.get("phip_console_csrf"), "username": "wang",
+                                             "password": PASSWORD, "next": nxt})
+        assert r.status_code == 303 and r.headers["location"] == "/console/", nxt
     # logout clears the session; the next page asks for a login again
     r = web.post("/console/logout", data={"csrf": web.cookies.get("phip_console_csrf")})
     assert r.status_code == 303 and r.headers["location"] == "/console/login?logged_out=1"

@@ -100,7 +100,7 @@ def same_origin(scope: Scope) -> bool:
 def safe_next(value: str | None) -> str:
     """Where to go after logging in: a console path only (never another site)."""
     if value and value.startswith(PREFIX) and not value.startswith("//") and "\\" not in value \
-            and "\n" not in value and "\r" not in value:
+            and "\n" not in value and "\r" not in value and not value.startswith((LOGIN, LOGOUT)):
         return value
     return f"{PREFIX}/"
 
