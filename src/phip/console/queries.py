@@ -40,8 +40,7 @@ def scorecard(svc: Any, *, day_from: int | None, day_to: int | None, institution
               rtype: str | None, threshold: float | None = None) -> dict[str, Any]:
     """The quality service's scorecard; with ``rtype``, the same figures over that type's counters."""
     if not rtype:
-        return svc.scorecard(day_from=day_from, day_to=day_to, threshold=threshold,  # type: ignore[no-any-return]
-                             institution=institution)
+        return dict(svc.scorecard(day_from=day_from, day_to=day_to, threshold=threshold, institution=institution))
     from phip.quality.tables import FLAG_DIMENSIONS
     from phip.quality.tables import quality_counter as QC
 
@@ -123,8 +122,8 @@ def rule_summary(svc: Any, *, institution: str, day_from: int | None, day_to: in
                 sa.select(QF.c.rule, QF.c.dimension, QF.c.status, sa.func.count())
                 .where(*conds).group_by(QF.c.rule, QF.c.dimension, QF.c.status)):
             per[(rule, dim)][status] = int(n)
-    out = [{"rule": rule, "dimension": dim, **c} for (rule, dim), c in per.items()]
-    out.sort(key=lambda x: (-x["open"], -x["resolved"], x["rule"]))
+    out: list[dict[str, Any]] = [{"rule": rule, "dimension": dim, **c} for (rule, dim), c in per.items()]
+    out.sort(key=lambda x: (-int(x["open"]), -int(x["resolved"]), str(x["rule"])))
     return out
 
 

@@ -352,7 +352,7 @@ def institution(request: Request, institution: str) -> Response:
         return page(request, "missing.html", 404, active="quality")
     svc = _quality(request)
     p = _principal()
-    inst = _scope(p, institution)  # 403 for another institution than the token's own
+    inst: str = _scope(p, institution) or institution  # 403 for another institution than the token's own
     f = Filters(request, p)
     q = request.query_params
     dim = q.get("dimension") or None
