@@ -29,6 +29,7 @@ def prepare(data: Path, persons: int, seed: int, console: Console, years: int = 
     else:
         node = init_node(data, level="county", region=DEMO_REGION, name="phip-demo")
         console.print(f"[green]created[/] demo node in {data}")
+    _console_assets(console)
     marker = data / ".demo-loaded"
     if marker.exists():
         return node
@@ -56,15 +57,32 @@ def prepare(data: Path, persons: int, seed: int, console: Console, years: int = 
     return node
 
 
+def _console_assets(console: Console) -> None:
+    """Fetch the console's scripts (htmx, ECharts) from the npm registry once; without them the
+    console still works, without charts."""
+    from phip.console import assets
+
+    if all(assets.path(n) is not None for n in assets.NPM):
+        return
+    console.print("fetching the console's scripts (htmx, ECharts) from the npm registry …")
+    for err in assets.fetch():
+        console.print(f"  [yellow]not fetched[/] {err}: the console works without charts")
+
+
 def banner(node: Node, host: str, port: int, console: Console) -> None:
     token = node.tokens.issue("admin", "demo-admin", ttl=7 * 24 * 3600)
     base = f"http://{host}:{port}"
     console.print(Panel.fit(
+        f"Console       {base}/console/   (data-quality scorecard: {base}/console/quality)\n"
         f"FHIR API      {base}/fhir\n"
         f"API docs      {base}/docs\n"
         f"Health        {base}/healthz\n\n"
-        "Admin token (7 days) below; try:\n"
+        "Admin token (7 days) below.  Open the console signed in with it:\n"
+        f"  {base}/console/login#token=<the token>\n"
+        "(or paste the token into the console's login page; accounts: phip user add NAME --data DIR --role manager)\n"
+        "Try the API:\n"
         f"  TOKEN=…; curl -H \"Authorization: Bearer $TOKEN\" '{base}/fhir/Patient?_count=5'",
         title=f"phip demo — {node.config.name}",
     ))
     print(token, flush=True)
+    print(f"{base}/console/login#token={token}", flush=True)

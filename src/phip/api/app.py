@@ -1,9 +1,12 @@
 """The HTTP application: FastAPI, with the middleware order declared here, in one file.
 
 Order (outermost first): Starlette's error middleware (any unhandled exception becomes
-an OperationOutcome 500, never a stack trace) → request-size limit → authentication
-for ``/fhir`` (all but ``/fhir/metadata``) → the read-by-id fast path → routes, whose errors (``FhirError``,
-parameter validation) are OperationOutcomes too.  ``/healthz`` and ``/docs`` are public.
+an OperationOutcome 500, never a stack trace) → request-size limit → the web console's session
+(``/console`` only: its cookie becomes the bearer token, a refusal becomes a login redirect or an
+HTML page) → capabilities' outer middleware (audit, hardening) → authentication of every path but
+the public ones → capabilities' inner middleware (the route guard) → the read-by-id fast path →
+routes, whose errors (``FhirError``, parameter validation) are OperationOutcomes too.  ``/healthz``,
+``/docs`` and the console's login page are public.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def oo_response(status: int, issues: list[Issue], headers: dict[str, str] | None
 
 
 def create_app(node: Node) -> FastAPI:
+    from phip import console
     from phip.api import fhir
 
     app = FastAPI(
@@ -76,6 +80,7 @@ def create_app(node: Node) -> FastAPI:
             for router in cap.routers():
                 app.include_router(router)
     app.include_router(fhir.router)
+    app.include_router(console.router)  # the web console, on every node (docs/console.md)
     # added last = outermost
     owned = frozenset(t for cap in node.capabilities for t in cap.extras.get("owns_types", ()))
     app.add_middleware(ReadFastPath, store=node.store, exclude=owned)
@@ -96,5 +101,7 @@ def create_app(node: Node) -> FastAPI:
     for cap in reversed(node.capabilities):
         for mw in cap.extras["middleware"]() if "middleware" in cap.extras else ():
             app.add_middleware(mw, node=node)
+    # the console's cookie session, outside everything that reads the Authorization header
+    app.add_middleware(console.ConsoleSession, node=node)
     app.add_middleware(BodyLimit, max_body=node.config.max_body_bytes)
     return app

@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 from phip.api.app import create_app
+from phip.console import assets
 from phip.core import heap
 from phip.node.node import Node
 
 app = create_app(Node.open(Path(os.environ["PHIP_DATA"]), migrate=False))
+assets.fetch_in_background()  # the console's htmx and ECharts, once into the package cache
 heap.settle()  # the node's start-up heap is kept for good: later collections need not walk it

@@ -54,6 +54,51 @@ def _basic(request: Request) -> tuple[str, str] | None:
     return unquote(user), unquote(pw)
 
 
+class TokenRefused(Exception):
+    """A refused token request: the RFC 6749 §5.2 error code, its description and HTTP status."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+
+
+async def exchange(node: Any, f: dict[str, str], basic: tuple[str, str] | None, source: str | None,
+                   audiences: list[str]) -> dict[str, Any]:
+    """The token logic of ``POST /auth/token``, for any front door (the endpoint, the web
+    console's login form): authenticate the grant in ``f``, fire the ``AUTHENTICATE`` hook
+    point, and return the token answer, or raise :class:`TokenRefused`."""
+    svc = node.ext["security"]
+    grant = f.get("grant_type")
+
+    def work() -> tuple[accounts.Account, str]:
+        failed: AuthError | None = None
+        with node.store.write_tx() as tx:  # queues with the node's other writers (SQLite has one)
+            try:
+                return _authenticate(tx.conn, f, basic, svc.config, audiences)
+            except AuthError as e:  # the failure count must be committed, not rolled back
+                failed = e
+        raise failed
+
+    claimed = f.get("username") or f.get("client_id") or ((basic or ("", ""))[0] or None)
+    try:
+        acct, method = await run_in_threadpool(work)
+        granted = scopes.narrow(f.get("scope"), acct.scope)
+    except AuthError as e:
+        _fire(node, AuthEvent("failure", grant or "?", claimed, None, None, source, str(e)))
+        raise TokenRefused(e.status, e.error, str(e)) from None
+    except scopes.ScopeError as e:
+        _fire(node, AuthEvent("failure", grant or "?", claimed, None, None, source, str(e)))
+        raise TokenRefused(400, "invalid_scope", str(e)) from None
+    ttl = svc.config.token_ttl
+    tok = node.tokens.issue(acct.role, acct.name, org=acct.org, region=acct.region, person=acct.person,
+                            practitioner=acct.practitioner, ttl=ttl, scope=granted,
+                            client_id=acct.name if acct.kind == "client" else None)
+    _fire(node, AuthEvent("success", method, acct.name, acct.role, acct.org, source))
+    return {"access_token": tok, "token_type": "Bearer", "expires_in": ttl, "scope": granted}
+
+
 @router.post("/auth/token", summary="OAuth2 token endpoint (client credentials, password)",
              openapi_extra={"x-phip-access": "public"})
 async def token(request: Request) -> JSONResponse:
@@ -62,35 +107,12 @@ async def token(request: Request) -> JSONResponse:
     form = await request.form()
     f = {k: str(v) for k, v in form.items()}
     source = request.client.host if request.client else None
-    grant = f.get("grant_type")
     audiences = [str(request.url), str(request.url).split("?")[0], svc.token_url(request), node.tokens.issuer]
-
-    def work() -> tuple[accounts.Account, str]:
-        failed: AuthError | None = None
-        with node.store.write_tx() as tx:  # queues with the node's other writers (SQLite has one)
-            try:
-                return _authenticate(tx.conn, f, _basic(request), svc.config, audiences)
-            except AuthError as e:  # the failure count must be committed, not rolled back
-                failed = e
-        raise failed
-
-    claimed = f.get("username") or f.get("client_id") or ((_basic(request) or ("", ""))[0] or None)
     try:
-        acct, method = await run_in_threadpool(work)
-        granted = scopes.narrow(f.get("scope"), acct.scope)
-    except AuthError as e:
-        _fire(node, AuthEvent("failure", grant or "?", claimed, None, None, source, str(e)))
-        return _error(e.status, e.error, str(e))
-    except scopes.ScopeError as e:
-        _fire(node, AuthEvent("failure", grant or "?", claimed, None, None, source, str(e)))
-        return _error(400, "invalid_scope", str(e))
-    ttl = svc.config.token_ttl
-    tok = node.tokens.issue(acct.role, acct.name, org=acct.org, region=acct.region, person=acct.person,
-                            practitioner=acct.practitioner, ttl=ttl, scope=granted,
-                            client_id=acct.name if acct.kind == "client" else None)
-    _fire(node, AuthEvent("success", method, acct.name, acct.role, acct.org, source))
-    return JSONResponse({"access_token": tok, "token_type": "Bearer", "expires_in": ttl, "scope": granted},
-                        headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        body = await exchange(node, f, _basic(request), source, audiences)
+    except TokenRefused as e:
+        return _error(e.status, e.error, e.description)
+    return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
 def _authenticate(conn: Any, f: dict[str, str], basic: tuple[str, str] | None, config: Any,
