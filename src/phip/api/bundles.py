@@ -9,6 +9,7 @@ matches.  A ``batch`` runs each entry on its own and reports each outcome.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -89,6 +90,37 @@ def _resolve_refs(repo: Repository, value: Any, mapping: dict[str, str], cache: 
         return [_resolve_refs(repo, v, mapping, cache, f"{path}[{i}]") if isinstance(v, dict | list) else v
                 for i, v in enumerate(value)]
     return value
+
+
+#: a ``"reference"`` member and its string value in orjson's output (no whitespace; inside a JSON
+#: string every ``"`` is escaped, so this matches keys only); group 1 is the raw value
+_REF_MEMBER = re.compile(rb'"reference":"((?:[^"\\]|\\.)*)"')
+
+
+def _rewrite_refs(raw: bytes, mapping: dict[str, str]) -> bytes | None:
+    """:func:`_resolve_refs` on a resource's JSON bytes for the common case: only ``urn:uuid``-style
+    references of the bundle and plain ``Type/id`` ones.  Returns the rewritten bytes (``raw`` when
+    nothing changed), or None when a value needs the full walk (a conditional reference, an
+    escaped character)."""
+    changed = False
+    out: list[bytes] = []
+    last = 0
+    for m in _REF_MEMBER.finditer(raw):
+        v = m.group(1)
+        if b"\\" in v:
+            return None
+        text = v.decode()
+        if text in mapping:
+            out.append(raw[last:m.start(1)])
+            out.append(orjson.dumps(mapping[text])[1:-1])
+            last = m.end(1)
+            changed = True
+        elif "?" in text and not text.startswith(("http:", "https:")):
+            return None  # conditional: resolved (and its errors reported with their path) by the walk
+    if not changed:
+        return raw
+    out.append(raw[last:])
+    return b"".join(out)
 
 
 def _conditional(repo: Repository, ref: str, cache: dict[str, str], path: str) -> str:
@@ -204,8 +236,14 @@ def _one(repo: Repository, i: int, e: dict[str, Any], base: str, get: GetHandler
     res = e.get("resource")
     if method in ("POST", "PUT") and not isinstance(res, dict):
         raise bad_request(f"A {method} entry needs a resource", expression=f"Bundle.entry[{i}].resource")
-    if isinstance(res, dict) and b'"reference"' in orjson.dumps(res):
-        res = _resolve_refs(repo, res, mapping, cond_cache)
+    if isinstance(res, dict):
+        raw = orjson.dumps(res)
+        if b'"reference"' in raw:
+            fast = _rewrite_refs(raw, mapping)
+            if fast is None:
+                res = _resolve_refs(repo, res, mapping, cond_cache)
+            elif fast is not raw:
+                res = orjson.loads(fast)
     if method == "POST":
         if len(path) != 1:
             raise bad_request(f"POST url must be a resource type, not {req['url']!r}")
