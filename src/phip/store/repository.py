@@ -90,6 +90,21 @@ class WriteResult:
 
 
 @dataclass(slots=True)
+class Checked:
+    """The outcome of ``Repository._validate(rtype, resource)`` for a resource, computed before its
+    write (a transaction Bundle validates its entries before it takes the write lock): the issues,
+    or the error it raised."""
+
+    issues: list[Issue]
+    error: FhirError | None = None
+
+    def outcome(self) -> list[Issue]:
+        if self.error is not None:
+            raise self.error
+        return list(self.issues)
+
+
+@dataclass(slots=True)
 class SearchResult:
     rows: list[Row]
     included: list[Row]
@@ -811,11 +826,13 @@ class Repository:
         return conn.execute(q).first()
 
     def create(
-        self, rtype: str, resource: dict[str, Any], *, if_none_exist: str | None = None, rid: str | None = None
+        self, rtype: str, resource: dict[str, Any], *, if_none_exist: str | None = None, rid: str | None = None,
+        checked: Checked | None = None,
     ) -> WriteResult:
-        """Create a resource with a server-assigned id (``rid`` only for transactions)."""
+        """Create a resource with a server-assigned id (``rid`` only for transactions; ``checked``: the
+        outcome of ``_validate(rtype, resource)`` computed beforehand, see :class:`Checked`)."""
         self._check_type(rtype)
-        issues = self._validate(rtype, resource)
+        issues = checked.outcome() if checked is not None else self._validate(rtype, resource)
         with self.store.write_tx(lean=True) as tx:
             if if_none_exist:
                 found = self.find(rtype, if_none_exist)
@@ -831,9 +848,10 @@ class Repository:
         return WriteResult(self.scope.view(row) if self.scope is not None else row, 201, issues)
 
     def update(
-        self, rtype: str, rid: str, resource: dict[str, Any], *, if_match: str | None = None, method: str = "PUT"
+        self, rtype: str, rid: str, resource: dict[str, Any], *, if_match: str | None = None, method: str = "PUT",
+        checked: Checked | None = None,
     ) -> WriteResult:
-        """Update (or create with a client-assigned id) ``rtype/rid``."""
+        """Update (or create with a client-assigned id) ``rtype/rid`` (``checked``: as for :meth:`create`)."""
         self._check_type(rtype)
         if not ID_RE.match(rid):
             raise bad_request(f"{rid!r} is not a valid resource id", expression=f"{rtype}.id")
@@ -843,7 +861,7 @@ class Repository:
                 expression=f"{rtype}.id",
                 msg_id="PHIP-1102",
             )
-        issues = self._validate(rtype, resource)
+        issues = checked.outcome() if checked is not None else self._validate(rtype, resource)
         expected = parse_etag(if_match)
         with self.store.write_tx(lean=True) as tx:
             cur = self._current(tx.conn, rtype, rid)
