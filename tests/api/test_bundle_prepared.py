@@ -136,3 +136,40 @@ def test_prepared_entries_follow_a_conditional_create_match(api: Any) -> None:
     assert out["entry"][3]["resource"]["subject"]["reference"] == f"Patient/{new_id}"
     assert api.get(f"/fhir/Observation/{out['entry'][2]['resource']['id']}").json()["subject"]["reference"] == \
         f"Patient/{existing}"
+
+
+def test_index_rows_as_a_fresh_extraction(api: Any, node: Any) -> None:
+    """The index rows computed before the write lock are the ones the write would have computed, and
+    a hook that changes a resource makes the write index the changed resource."""
+    from phip.fhir.search.extract import index_resource
+    from phip.store import schema as S
+    from phip.store.repository import _INDEX_COLUMNS
+
+    def tag_encounters(_tx: Any, rtype: str, resource: dict[str, Any], method: str) -> None:
+        if rtype == "Encounter":
+            resource.setdefault("meta", {}).setdefault("tag", []).append({"system": "urn:phip:test", "code": "enc"})
+
+    node.store.hooks.register(Point.BEFORE_WRITE, tag_encounters)
+    out = api.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": _visit(4, "3")},
+                   expect=200).json()
+    written = [(e["resource"]["resourceType"], e["resource"]["id"]) for e in out["entry"]]
+    kinds = {"string": "strings", "token": "tokens", "date": "dates", "reference": "refs",
+             "quantity": "quantities", "number": "numbers", "uri": "uris"}
+    with node.store.engine.connect() as conn:
+        for rtype, rid in written[1:]:  # the Encounter and the Observations (the Patient's are sealed)
+            rec = conn.execute(sa.select(S.resources.c.rid, S.resources.c.content).where(
+                S.resources.c.type == rtype, S.resources.c.id == rid)).one()
+            doc = api.get(f"/fhir/{rtype}/{rid}").json()
+            ix = index_resource(doc)
+            for kind, attr in kinds.items():
+                table = S.INDEX_TABLES[kind]
+                cols = _INDEX_COLUMNS[kind][1:]
+                got = sorted(tuple(r) for r in conn.execute(
+                    sa.select(*[table.c[c] for c in cols]).where(table.c.rid == rec.rid)))
+                want = sorted((S.param_key(rtype, p), *rest) for p, *rest in getattr(ix, attr))
+                assert got == want, (rtype, kind)
+    eid = written[1][1]
+    assert api.ids("Encounter?_tag=urn:phip:test|enc") == [eid]
+    heavier = sorted(e["resource"]["id"] for e in out["entry"][2:] if e["resource"]["valueQuantity"]["value"] > 51)
+    assert len(heavier) == 2
+    assert sorted(api.ids(f"Observation?encounter=Encounter/{eid}&value-quantity=gt51")) == heavier

@@ -21,6 +21,7 @@ import orjson
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import now_us, to_instant
 from phip.fhir.errors import FhirError, Issue, bad_request, outcome
+from phip.fhir.search.extract import index_resource
 from phip.store.repository import Checked, Repository, Row, WriteResult
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -169,8 +170,9 @@ class _Pre:
 
 
 def _precheck(repo: Repository, entries: list[dict[str, Any]], mapping: dict[str, str]) -> dict[int, _Pre]:
-    """Rewrite references and validate the POST/PUT entries up front, outside the transaction (CPU
-    work that need not hold the database's write lock).  An entry whose references need the
+    """Rewrite references, validate and index the POST/PUT entries up front, outside the transaction
+    (CPU work that need not hold the database's write lock; the index is used if the write's hooks
+    leave the resource unchanged).  An entry whose references need the
     database (conditional) is left to :func:`_one`; errors are kept and raised when the entry's turn
     comes, so the transaction fails on the same entry, with the same error, as it would otherwise."""
     out: dict[int, _Pre] = {}
@@ -190,7 +192,8 @@ def _precheck(repo: Repository, entries: list[dict[str, Any]], mapping: dict[str
             continue
         doc = res if fast is raw else orjson.loads(fast)
         try:
-            checked = Checked(repo._validate(path[0], doc))
+            checked = Checked(repo._validate(path[0], doc), raw=fast)
+            checked.index = index_resource(doc)
         except FhirError as err:
             checked = Checked([], err)
         except Exception:  # e.g. an unknown type: left to the write, which reports it first

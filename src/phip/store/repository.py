@@ -97,6 +97,10 @@ class Checked:
 
     issues: list[Issue]
     error: FhirError | None = None
+    #: the resource's JSON when it was checked, and its search index rows (``index_resource``; not
+    #: sealed): reused by the write when the BEFORE_WRITE hooks left the resource as it was
+    raw: bytes | None = None
+    index: Any = None
 
     def outcome(self) -> list[Issue]:
         if self.error is not None:
@@ -401,6 +405,7 @@ class Tx:
         # written in bulk (executemany) before any read in the transaction and before commit
         self.pending_versions: list[tuple[Any, ...]] = []  # VERSION_COLUMNS
         self.pending_index: dict[int, tuple[str, dict[str, Any]]] = {}
+        self.pending_prepared: dict[int, Any] = {}  # rid → index rows computed before the transaction
         self.codec: ContentCodec | None = None
 
     def flush_pending(self) -> None:
@@ -408,8 +413,9 @@ class Tx:
             executemany(self.conn, S.resource_versions, VERSION_COLUMNS, self.pending_versions)
             self.pending_versions = []
         if self.pending_index:
-            insert_index_rows(self.conn, self.pending_index, codec=self.codec)
+            insert_index_rows(self.conn, self.pending_index, self.pending_prepared or None, codec=self.codec)
             self.pending_index = {}
+            self.pending_prepared = {}
 
     def flush_changes(self) -> None:
         self.flush_pending()
@@ -768,7 +774,7 @@ class Repository:
 
     def _store(
         self, tx: Tx, rtype: str, rid: str, resource: dict[str, Any] | None, version: int, method: str,
-        existing_rid: int | None,
+        existing_rid: int | None, index: Any = None,
     ) -> Row:
         now = now_us()
         conn = tx.conn
@@ -806,6 +812,8 @@ class Repository:
         tx.pending_versions.append((row_id, version, rtype, rid, now, deleted, method, bound))
         if doc is not None:
             tx.pending_index[row_id] = (rtype, doc)
+            if index is not None:
+                tx.pending_prepared[row_id] = index
         tx.changes.append((row_id, rtype, rid, version, deleted, now))
         with as_system():
             self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(rtype, rid, version, method, doc))
@@ -844,7 +852,7 @@ class Repository:
                 self.scope.check_write(tx.conn, rtype, resource, "POST", None)
             issues += self._before_write(tx, rtype, resource, "POST")
             new_id = rid or str(uuid.uuid4())
-            row = self._store(tx, rtype, new_id, resource, 1, "POST", None)
+            row = self._store(tx, rtype, new_id, resource, 1, "POST", None, _prepared_index(checked, resource))
         return WriteResult(self.scope.view(row) if self.scope is not None else row, 201, issues)
 
     def update(
@@ -874,7 +882,7 @@ class Repository:
                 if expected is not None:
                     raise conflict(f"{rtype}/{rid} does not exist (If-Match {if_match})", 412)
                 issues += self._before_write(tx, rtype, resource, method)
-                row = self._store(tx, rtype, rid, resource, 1, method, None)
+                row = self._store(tx, rtype, rid, resource, 1, method, None, _prepared_index(checked, resource))
                 return WriteResult(scope.view(row) if scope is not None else row, 201, issues)
             if expected is not None and expected != cur.version:
                 raise conflict(
@@ -884,7 +892,8 @@ class Repository:
                 same = self._opened([_row(cur)])[0]
                 return WriteResult(scope.view(same) if scope is not None else same, 200, issues)
             issues += self._before_write(tx, rtype, resource, method)
-            row = self._store(tx, rtype, rid, resource, cur.version + 1, method, cur.rid)
+            row = self._store(tx, rtype, rid, resource, cur.version + 1, method, cur.rid,
+                              _prepared_index(checked, resource))
         return WriteResult(scope.view(row) if scope is not None else row, 201 if cur.deleted else 200, issues)
 
     def patch(self, rtype: str, rid: str, patch: Any, *, if_match: str | None = None) -> WriteResult:
@@ -1061,6 +1070,14 @@ class Repository:
         ]
         self._opened([row for _seq, row in out])
         return out, (out[-1][0] if out else since)
+
+
+def _prepared_index(checked: Checked | None, resource: dict[str, Any]) -> Any:
+    """The index rows computed with ``checked`` if the resource is still the one they were computed for
+    (the index does not depend on the id or ``meta.versionId``/``lastUpdated`` the write adds)."""
+    if checked is None or checked.index is None or checked.raw is None:
+        return None
+    return checked.index if orjson.dumps(resource) == checked.raw else None
 
 
 def _orjson_str(value: Any) -> str:
