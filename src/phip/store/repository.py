@@ -828,9 +828,11 @@ class Repository:
         return Jsonb(stored, dumps=_orjson_str)
 
     def _current(self, conn: Connection, rtype: str, rid: str) -> Any:
-        q = sa.select(*_ROW_COLS).where(R.c.type == rtype, R.c.id == rid)
-        if self.store.dialect.name == "postgresql":
-            q = q.with_for_update()
+        if self.store.dialect.name == "sqlite":  # driver SQL, as in read() (the lean path of a write)
+            return conn.exec_driver_sql(
+                "SELECT rid, type, id, version, last_updated, deleted, content FROM resources "
+                "WHERE type = ? AND id = ?", (rtype, rid)).first()
+        q = sa.select(*_ROW_COLS).where(R.c.type == rtype, R.c.id == rid).with_for_update()
         return conn.execute(q).first()
 
     def create(
