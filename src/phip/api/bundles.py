@@ -9,8 +9,10 @@ matches.  A ``batch`` runs each entry on its own and reports each outcome.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -19,7 +21,8 @@ import orjson
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import now_us, to_instant
 from phip.fhir.errors import FhirError, Issue, bad_request, outcome
-from phip.store.repository import Repository, Row, WriteResult
+from phip.fhir.search.extract import index_resource
+from phip.store.repository import Checked, Repository, Row, WriteResult
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -91,6 +94,37 @@ def _resolve_refs(repo: Repository, value: Any, mapping: dict[str, str], cache: 
     return value
 
 
+#: a ``"reference"`` member and its string value in orjson's output (no whitespace; inside a JSON
+#: string every ``"`` is escaped, so this matches keys only); group 1 is the raw value
+_REF_MEMBER = re.compile(rb'"reference":"((?:[^"\\]|\\.)*)"')
+
+
+def _rewrite_refs(raw: bytes, mapping: dict[str, str]) -> bytes | None:
+    """:func:`_resolve_refs` on a resource's JSON bytes for the common case: only ``urn:uuid``-style
+    references of the bundle and plain ``Type/id`` ones.  Returns the rewritten bytes (``raw`` when
+    nothing changed), or None when a value needs the full walk (a conditional reference, an
+    escaped character)."""
+    changed = False
+    out: list[bytes] = []
+    last = 0
+    for m in _REF_MEMBER.finditer(raw):
+        v = m.group(1)
+        if b"\\" in v:
+            return None
+        text = v.decode()
+        if text in mapping:
+            out.append(raw[last:m.start(1)])
+            out.append(orjson.dumps(mapping[text])[1:-1])
+            last = m.end(1)
+            changed = True
+        elif "?" in text and not text.startswith(("http:", "https:")):
+            return None  # conditional: resolved (and its errors reported with their path) by the walk
+    if not changed:
+        return raw
+    out.append(raw[last:])
+    return b"".join(out)
+
+
 def _conditional(repo: Repository, ref: str, cache: dict[str, str], path: str) -> str:
     if ref not in cache:
         rtype, _, query = ref.partition("?")
@@ -104,6 +138,68 @@ def _conditional(repo: Repository, ref: str, cache: dict[str, str], path: str) -
             )
         cache[ref] = f"{rtype}/{found[0].id}"
     return cache[ref]
+
+
+@dataclass(slots=True)
+class _Later:
+    """An entry's response, built once the transaction is over (outside the write lock): a stored
+    version's content does not change."""
+
+    row: Row
+    status: str
+    base: str
+    issues: list[Issue]
+
+    def build(self) -> dict[str, Any]:
+        return _response(self.row, self.status, self.base, self.issues)
+
+
+def _built(out: Any) -> dict[str, Any]:
+    return out.build() if isinstance(out, _Later) else out  # type: ignore[no-any-return]
+
+
+@dataclass(slots=True)
+class _Pre:
+    """A POST/PUT entry prepared before the write lock: its resource with the bundle's references
+    rewritten (for ``mapping`` as it then was) and the outcome of its validation."""
+
+    mapping: dict[str, str]
+    raw: bytes  # the rewritten resource's JSON
+    resource: dict[str, Any]
+    checked: Checked
+
+
+def _precheck(repo: Repository, entries: list[dict[str, Any]], mapping: dict[str, str]) -> dict[int, _Pre]:
+    """Rewrite references, validate and index the POST/PUT entries up front, outside the transaction
+    (CPU work that need not hold the database's write lock; the index is used if the write's hooks
+    leave the resource unchanged).  An entry whose references need the
+    database (conditional) is left to :func:`_one`; errors are kept and raised when the entry's turn
+    comes, so the transaction fails on the same entry, with the same error, as it would otherwise."""
+    out: dict[int, _Pre] = {}
+    snapshot = dict(mapping)
+    for i, e in enumerate(entries):
+        req = e["request"]
+        res = e.get("resource")
+        if req["method"] not in ("POST", "PUT") or not isinstance(res, dict):
+            continue
+        path, query = _split(req["url"])
+        if not ((req["method"] == "POST" and len(path) == 1)
+                or (req["method"] == "PUT" and len(path) == 2 and not query)):
+            continue
+        raw = orjson.dumps(res)
+        fast = _rewrite_refs(raw, mapping) if b'"reference"' in raw else raw
+        if fast is None:
+            continue
+        doc = res if fast is raw else orjson.loads(fast)
+        try:
+            checked = Checked(repo._validate(path[0], doc), raw=fast)
+            checked.index = index_resource(doc)
+        except FhirError as err:
+            checked = Checked([], err)
+        except Exception:  # e.g. an unknown type: left to the write, which reports it first
+            continue
+        out[i] = _Pre(snapshot, fast, doc, checked)
+    return out
 
 
 def _response(row: Row | None, status: str, base: str, issues: list[Issue] | None = None,
@@ -137,7 +233,8 @@ def process(repo: Repository, bundle: Any, base: str, get: GetHandler) -> dict[s
         for i, e in enumerate(entries):
             try:
                 with repo.transaction():
-                    out.append(_one(repo, i, e, base, get, {}, {}))
+                    done = _one(repo, i, e, base, get, {}, {})
+                out.append(_built(done))
             except FhirError as err:
                 out.append({"response": {"status": str(err.status), "outcome": err.outcome()}})
     return {
@@ -165,6 +262,7 @@ def _transaction(repo: Repository, entries: list[dict[str, Any]], base: str, get
             path, _query = _split(e["request"]["url"])
             if len(path) == 2:
                 mapping[full] = "/".join(path)
+    pre = _precheck(repo, entries, mapping)
     results: list[Any] = [None] * len(entries)
     order = sorted(range(len(entries)), key=lambda i: ORDER[entries[i]["request"]["method"]])
     seen_targets: set[str] = set()
@@ -190,45 +288,58 @@ def _transaction(repo: Repository, entries: list[dict[str, Any]], base: str, get
                         f"Two entries of the transaction change {e['request']['url']}"))
                 seen_targets.add(key.split(" ", 1)[1])
             try:
-                results[i] = _one(repo, i, e, base, get, mapping, cond_cache, assigned.get(i))
+                results[i] = _one(repo, i, e, base, get, mapping, cond_cache, assigned.get(i), pre.get(i))
             except FhirError as err:
                 raise _entry_error(i, err) from None
-    return results
+    return [_built(r) for r in results]
 
 
 def _one(repo: Repository, i: int, e: dict[str, Any], base: str, get: GetHandler, mapping: dict[str, str],
-         cond_cache: dict[str, str], new_id: str | None = None) -> dict[str, Any]:
+         cond_cache: dict[str, str], new_id: str | None = None, pre: _Pre | None = None) -> Any:
+    """Run one entry; returns its response entry (a :class:`_Later` for writes)."""
     req = e["request"]
     method = req["method"]
     path, query = _split(req["url"])
     res = e.get("resource")
     if method in ("POST", "PUT") and not isinstance(res, dict):
         raise bad_request(f"A {method} entry needs a resource", expression=f"Bundle.entry[{i}].resource")
-    if isinstance(res, dict) and b'"reference"' in orjson.dumps(res):
-        res = _resolve_refs(repo, res, mapping, cond_cache)
+    checked: Checked | None = None
+    if pre is not None and pre.mapping == mapping:
+        res, checked = pre.resource, pre.checked
+    elif isinstance(res, dict):
+        raw = orjson.dumps(res)
+        if b'"reference"' in raw:
+            fast = _rewrite_refs(raw, mapping)
+            if fast is None:
+                res = _resolve_refs(repo, res, mapping, cond_cache)
+            elif fast is not raw:
+                res = orjson.loads(fast)
+            if pre is not None and fast == pre.raw:  # the mapping changed, not this resource
+                res, checked = pre.resource, pre.checked
     if method == "POST":
         if len(path) != 1:
             raise bad_request(f"POST url must be a resource type, not {req['url']!r}")
         assert isinstance(res, dict)
-        r: WriteResult = repo.create(path[0], res, if_none_exist=req.get("ifNoneExist"), rid=new_id)
+        r: WriteResult = repo.create(path[0], res, if_none_exist=req.get("ifNoneExist"), rid=new_id,
+                                     checked=checked)
         if r.status == 200 and new_id and e.get("fullUrl") in mapping:
             mapping[e["fullUrl"]] = f"{r.row.type}/{r.row.id}"
-        return _response(r.row, _status(r.status), base, r.issues)
+        return _Later(r.row, _status(r.status), base, r.issues)
     if method == "PUT":
         assert isinstance(res, dict)
         if len(path) == 2:
-            r = repo.update(path[0], path[1], res, if_match=req.get("ifMatch"))
+            r = repo.update(path[0], path[1], res, if_match=req.get("ifMatch"), checked=checked)
         elif len(path) == 1 and query:
             r = repo.conditional_update(path[0], urlencode(query), res)
         else:
             raise bad_request(f"PUT url must be Type/id or Type?criteria, not {req['url']!r}")
-        return _response(r.row, _status(r.status), base, r.issues)
+        return _Later(r.row, _status(r.status), base, r.issues)
     if method == "PATCH":
         if len(path) != 2:
             raise bad_request(f"PATCH url must be Type/id, not {req['url']!r}")
         patch = _patch_body(res)
         r = repo.patch(path[0], path[1], patch, if_match=req.get("ifMatch"))
-        return _response(r.row, _status(r.status), base, r.issues)
+        return _Later(r.row, _status(r.status), base, r.issues)
     if method == "DELETE":
         if len(path) == 2:
             repo.delete(path[0], path[1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 MIN = -(2**62)
@@ -25,13 +26,16 @@ _RE = re.compile(
 
 
 def now_us() -> int:
-    return int(datetime.now(UTC).timestamp() * _US)
+    return time.time_ns() // 1000
 
 
 def to_instant(us: int) -> str:
     """Microseconds since the epoch → FHIR instant text (``2026-01-02T03:04:05.123456Z``)."""
     dt = _EPOCH + timedelta(microseconds=us)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if dt.year < 1000:  # strftime's %Y does not pad years before 1000 on every platform: keep its text
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (f"{dt.year}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}."
+            f"{dt.microsecond:06d}Z")
 
 
 def _seconds(y: int, m: int, d: int, hh: int, mm: int, ss: int) -> int:

@@ -59,7 +59,7 @@ class SQLiteDialect(Dialect):
 
     def next_seq(self, conn: Connection, n: int) -> int:
         # Writers are serialised by BEGIN IMMEDIATE, so max+1 is commit-ordered.
-        cur = conn.execute(text("SELECT COALESCE(MAX(seq), 0) FROM changes")).scalar_one()
+        cur = conn.exec_driver_sql("SELECT COALESCE(MAX(seq), 0) FROM changes").scalar_one()
         return int(cur) + 1
 
     def reserve_rids(self, conn: Connection, n: int) -> list[int]:

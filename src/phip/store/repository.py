@@ -13,12 +13,16 @@ database transaction; conditional create/update/delete are written once on top.
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
+import time
 import uuid
+from collections import namedtuple
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from functools import lru_cache
+from typing import Any, Protocol, cast
 
 import jsonpatch
 import orjson
@@ -83,6 +87,25 @@ class WriteResult:
     row: Row
     status: int  # 201 created, 200 updated / found
     issues: list[Issue] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Checked:
+    """The outcome of ``Repository._validate(rtype, resource)`` for a resource, computed before its
+    write (a transaction Bundle validates its entries before it takes the write lock): the issues,
+    or the error it raised."""
+
+    issues: list[Issue]
+    error: FhirError | None = None
+    #: the resource's JSON when it was checked, and its search index rows (``index_resource``; not
+    #: sealed): reused by the write when the BEFORE_WRITE hooks left the resource as it was
+    raw: bytes | None = None
+    index: Any = None
+
+    def outcome(self) -> list[Issue]:
+        if self.error is not None:
+            raise self.error
+        return list(self.issues)
 
 
 @dataclass(slots=True)
@@ -224,8 +247,15 @@ class Store:
             self._write_lock.close()
 
     @contextmanager
-    def write_tx(self) -> Iterator[Tx]:
-        """A write transaction; the change feed rows are added just before commit."""
+    def write_tx(self, *, lean: bool = False) -> Iterator[Tx]:
+        """A write transaction; the change feed rows are added just before commit.
+
+        ``lean`` (the repository's own writes: REST requests, transaction Bundles): on SQLite,
+        driver SQL (``tx.conn.exec_driver_sql``) of the transaction goes straight to the sqlite3
+        cursor (:class:`LeanConnection`) — the many small statements of a request's write and its
+        capabilities' hooks otherwise spend more time in SQLAlchemy's result set-up than in SQLite.
+        An enclosing transaction keeps its own kind.
+        """
         existing: Tx | None = getattr(self._local, "tx", None)
         if existing is not None:
             yield existing
@@ -234,6 +264,8 @@ class Store:
         # polling the database's busy handler (which sleeps in steps of up to 100 ms)
         lock: AbstractContextManager[Any] = self._write_lock or nullcontext()
         with lock, self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
+            if lean and self.dialect.name == "sqlite":
+                conn = cast(Connection, LeanConnection(conn))
             tx = Tx(conn, self.dialect)
             tx.codec = self.codec
             self._local.tx = tx
@@ -262,6 +294,102 @@ class Store:
             yield conn
 
 
+@lru_cache(maxsize=1024)
+def _lean_row(names: tuple[str, ...]) -> Any:
+    """A row type per column list: a tuple whose columns are attributes too (like SQLAlchemy's Row)."""
+    return namedtuple("LeanRow", names, rename=True)  # type: ignore[misc]
+
+
+class LeanResult:
+    """The rows of one statement run by :class:`LeanConnection`, with the part of SQLAlchemy's
+    ``CursorResult`` interface the store and its capabilities use on driver SQL."""
+
+    __slots__ = ("_pos", "_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self._pos = 0
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        rows, self._pos = self._rows[self._pos:], len(self._rows)
+        return iter(rows)
+
+    def fetchone(self) -> Any:
+        if self._pos >= len(self._rows):
+            return None
+        self._pos += 1
+        return self._rows[self._pos - 1]
+
+    def fetchall(self) -> list[Any]:
+        rows, self._pos = self._rows[self._pos:], len(self._rows)
+        return rows
+
+    all = fetchall
+
+    def first(self) -> Any:
+        row = self.fetchone()
+        self._pos = len(self._rows)
+        return row
+
+    def one(self) -> Any:
+        rows = self.fetchall()
+        if not rows:
+            raise sa.exc.NoResultFound("No row was found when one was required")
+        if len(rows) > 1:
+            raise sa.exc.MultipleResultsFound("Multiple rows were found when exactly one was required")
+        return rows[0]
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar(self) -> Any:
+        row = self.first()
+        return None if row is None else row[0]
+
+    def scalars(self) -> list[Any]:
+        return [r[0] for r in self.fetchall()]
+
+
+class LeanConnection:
+    """A SQLite :class:`Connection` of one write transaction whose ``exec_driver_sql`` runs on the
+    sqlite3 cursor directly (no SQLAlchemy execution context, result metadata or events); everything
+    else is the connection's own.  Errors are SQLAlchemy's (``DBAPIError.instance``), and the
+    statement clock of the query time limit (``make_engine``'s progress handler) is kept."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        fairy = conn.connection
+        self._dbapi: Any = fairy.dbapi_connection
+        self._started: list[float] | None = fairy.info.get("phip_started")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def exec_driver_sql(self, statement: str, parameters: Any = None, execution_options: Any = None) -> Any:
+        if execution_options:
+            return self._conn.exec_driver_sql(statement, parameters, execution_options)
+        if self._started is not None:
+            self._started[0] = time.monotonic()
+        cur = self._dbapi.cursor()
+        try:
+            if isinstance(parameters, list) and len(parameters) > 1:
+                cur.executemany(statement, parameters)
+                return LeanResult([], cur.rowcount)
+            if isinstance(parameters, list):
+                parameters = parameters[0] if parameters else ()
+            cur.execute(statement, () if parameters is None else parameters)
+            if cur.description is None:
+                return LeanResult([], cur.rowcount)
+            make = _lean_row(tuple(d[0] for d in cur.description))._make
+            rows = [make(r) for r in cur.fetchall()]
+            return LeanResult(rows, cur.rowcount)
+        except sqlite3.Error as e:
+            raise sa.exc.DBAPIError.instance(statement, parameters, e, sqlite3.Error) from e
+        finally:
+            cur.close()
+
+
 VERSION_COLUMNS = ("rid", "version", "type", "id", "last_updated", "deleted", "method", "content")
 CHANGE_COLUMNS = ("seq", "rid", "type", "id", "version", "deleted", "ts")
 
@@ -277,6 +405,7 @@ class Tx:
         # written in bulk (executemany) before any read in the transaction and before commit
         self.pending_versions: list[tuple[Any, ...]] = []  # VERSION_COLUMNS
         self.pending_index: dict[int, tuple[str, dict[str, Any]]] = {}
+        self.pending_prepared: dict[int, Any] = {}  # rid → index rows computed before the transaction
         self.codec: ContentCodec | None = None
 
     def flush_pending(self) -> None:
@@ -284,8 +413,9 @@ class Tx:
             executemany(self.conn, S.resource_versions, VERSION_COLUMNS, self.pending_versions)
             self.pending_versions = []
         if self.pending_index:
-            insert_index_rows(self.conn, self.pending_index, codec=self.codec)
+            insert_index_rows(self.conn, self.pending_index, self.pending_prepared or None, codec=self.codec)
             self.pending_index = {}
+            self.pending_prepared = {}
 
     def flush_changes(self) -> None:
         self.flush_pending()
@@ -387,7 +517,7 @@ class Repository:
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         """Group the operations inside in one atomic database transaction."""
-        with self.store.write_tx() as tx:
+        with self.store.write_tx(lean=True) as tx:
             yield tx
 
     # -- reads ----------------------------------------------------------------------------------
@@ -644,7 +774,7 @@ class Repository:
 
     def _store(
         self, tx: Tx, rtype: str, rid: str, resource: dict[str, Any] | None, version: int, method: str,
-        existing_rid: int | None,
+        existing_rid: int | None, index: Any = None,
     ) -> Row:
         now = now_us()
         conn = tx.conn
@@ -682,6 +812,8 @@ class Repository:
         tx.pending_versions.append((row_id, version, rtype, rid, now, deleted, method, bound))
         if doc is not None:
             tx.pending_index[row_id] = (rtype, doc)
+            if index is not None:
+                tx.pending_prepared[row_id] = index
         tx.changes.append((row_id, rtype, rid, version, deleted, now))
         with as_system():
             self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(rtype, rid, version, method, doc))
@@ -696,18 +828,22 @@ class Repository:
         return Jsonb(stored, dumps=_orjson_str)
 
     def _current(self, conn: Connection, rtype: str, rid: str) -> Any:
-        q = sa.select(*_ROW_COLS).where(R.c.type == rtype, R.c.id == rid)
-        if self.store.dialect.name == "postgresql":
-            q = q.with_for_update()
+        if self.store.dialect.name == "sqlite":  # driver SQL, as in read() (the lean path of a write)
+            return conn.exec_driver_sql(
+                "SELECT rid, type, id, version, last_updated, deleted, content FROM resources "
+                "WHERE type = ? AND id = ?", (rtype, rid)).first()
+        q = sa.select(*_ROW_COLS).where(R.c.type == rtype, R.c.id == rid).with_for_update()
         return conn.execute(q).first()
 
     def create(
-        self, rtype: str, resource: dict[str, Any], *, if_none_exist: str | None = None, rid: str | None = None
+        self, rtype: str, resource: dict[str, Any], *, if_none_exist: str | None = None, rid: str | None = None,
+        checked: Checked | None = None,
     ) -> WriteResult:
-        """Create a resource with a server-assigned id (``rid`` only for transactions)."""
+        """Create a resource with a server-assigned id (``rid`` only for transactions; ``checked``: the
+        outcome of ``_validate(rtype, resource)`` computed beforehand, see :class:`Checked`)."""
         self._check_type(rtype)
-        issues = self._validate(rtype, resource)
-        with self.store.write_tx() as tx:
+        issues = checked.outcome() if checked is not None else self._validate(rtype, resource)
+        with self.store.write_tx(lean=True) as tx:
             if if_none_exist:
                 found = self.find(rtype, if_none_exist)
                 if len(found) > 1:
@@ -718,13 +854,14 @@ class Repository:
                 self.scope.check_write(tx.conn, rtype, resource, "POST", None)
             issues += self._before_write(tx, rtype, resource, "POST")
             new_id = rid or str(uuid.uuid4())
-            row = self._store(tx, rtype, new_id, resource, 1, "POST", None)
+            row = self._store(tx, rtype, new_id, resource, 1, "POST", None, _prepared_index(checked, resource))
         return WriteResult(self.scope.view(row) if self.scope is not None else row, 201, issues)
 
     def update(
-        self, rtype: str, rid: str, resource: dict[str, Any], *, if_match: str | None = None, method: str = "PUT"
+        self, rtype: str, rid: str, resource: dict[str, Any], *, if_match: str | None = None, method: str = "PUT",
+        checked: Checked | None = None,
     ) -> WriteResult:
-        """Update (or create with a client-assigned id) ``rtype/rid``."""
+        """Update (or create with a client-assigned id) ``rtype/rid`` (``checked``: as for :meth:`create`)."""
         self._check_type(rtype)
         if not ID_RE.match(rid):
             raise bad_request(f"{rid!r} is not a valid resource id", expression=f"{rtype}.id")
@@ -734,9 +871,9 @@ class Repository:
                 expression=f"{rtype}.id",
                 msg_id="PHIP-1102",
             )
-        issues = self._validate(rtype, resource)
+        issues = checked.outcome() if checked is not None else self._validate(rtype, resource)
         expected = parse_etag(if_match)
-        with self.store.write_tx() as tx:
+        with self.store.write_tx(lean=True) as tx:
             cur = self._current(tx.conn, rtype, rid)
             scope = self.scope
             if scope is not None:
@@ -747,7 +884,7 @@ class Repository:
                 if expected is not None:
                     raise conflict(f"{rtype}/{rid} does not exist (If-Match {if_match})", 412)
                 issues += self._before_write(tx, rtype, resource, method)
-                row = self._store(tx, rtype, rid, resource, 1, method, None)
+                row = self._store(tx, rtype, rid, resource, 1, method, None, _prepared_index(checked, resource))
                 return WriteResult(scope.view(row) if scope is not None else row, 201, issues)
             if expected is not None and expected != cur.version:
                 raise conflict(
@@ -757,14 +894,15 @@ class Repository:
                 same = self._opened([_row(cur)])[0]
                 return WriteResult(scope.view(same) if scope is not None else same, 200, issues)
             issues += self._before_write(tx, rtype, resource, method)
-            row = self._store(tx, rtype, rid, resource, cur.version + 1, method, cur.rid)
+            row = self._store(tx, rtype, rid, resource, cur.version + 1, method, cur.rid,
+                              _prepared_index(checked, resource))
         return WriteResult(scope.view(row) if scope is not None else row, 201 if cur.deleted else 200, issues)
 
     def patch(self, rtype: str, rid: str, patch: Any, *, if_match: str | None = None) -> WriteResult:
         """Apply a JSON Patch (RFC 6902) to the current version."""
         if not isinstance(patch, list):
             raise bad_request("A JSON Patch body must be an array of operations")
-        with self.store.write_tx():
+        with self.store.write_tx(lean=True):
             current = self.read(rtype, rid, view=False)
             expected = parse_etag(if_match)
             if expected is not None and expected != current.version:
@@ -780,7 +918,7 @@ class Repository:
     def delete(self, rtype: str, rid: str) -> Row | None:
         """Soft-delete: a new version marked deleted; history keeps the old ones."""
         self._check_type(rtype)
-        with self.store.write_tx() as tx:
+        with self.store.write_tx(lean=True) as tx:
             cur = self._current(tx.conn, rtype, rid)
             if cur is None:
                 raise not_found(f"{rtype}/{rid} is not known")
@@ -792,7 +930,7 @@ class Repository:
 
     def conditional_update(self, rtype: str, query: str, resource: dict[str, Any],
                            if_match: str | None = None) -> WriteResult:
-        with self.store.write_tx():
+        with self.store.write_tx(lean=True):
             found = self.find(rtype, query)
             if len(found) > 1:
                 raise conflict(f"The criteria {query!r} match more than one {rtype}", 412)
@@ -812,7 +950,7 @@ class Repository:
             return self.update(rtype, target.id, body, if_match=if_match)
 
     def conditional_delete(self, rtype: str, query: str) -> int:
-        with self.store.write_tx():
+        with self.store.write_tx(lean=True):
             found = self.find(rtype, query)
             if len(found) > 1:
                 raise conflict(f"The criteria {query!r} match more than one {rtype}", 412)
@@ -823,7 +961,7 @@ class Repository:
     # -- meta -------------------------------------------------------------------------------------
     def meta_change(self, rtype: str, rid: str, meta: dict[str, Any], add: bool) -> dict[str, Any]:
         """$meta-add / $meta-delete: change tags, profiles and security labels in place."""
-        with self.store.write_tx() as tx:
+        with self.store.write_tx(lean=True) as tx:
             row = self.read(rtype, rid, view=False)
             if self.scope is not None:
                 self.scope.check_write(tx.conn, rtype, row.resource(), "PATCH", row)
@@ -934,6 +1072,14 @@ class Repository:
         ]
         self._opened([row for _seq, row in out])
         return out, (out[-1][0] if out else since)
+
+
+def _prepared_index(checked: Checked | None, resource: dict[str, Any]) -> Any:
+    """The index rows computed with ``checked`` if the resource is still the one they were computed for
+    (the index does not depend on the id or ``meta.versionId``/``lastUpdated`` the write adds)."""
+    if checked is None or checked.index is None or checked.raw is None:
+        return None
+    return checked.index if orjson.dumps(resource) == checked.raw else None
 
 
 def _orjson_str(value: Any) -> str:
