@@ -92,6 +92,10 @@ def _job_key(path: Path) -> str:
     return "import:" + uuid.uuid5(uuid.NAMESPACE_URL, f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}").hex
 
 
+#: the jobs row that says which imported types still await the capabilities' batch phase
+OWED_JOB = "import:batch-phase-owed"
+
+
 class Importer:
     def __init__(self, store: Store, *, on_progress: Callable[[int], None] | None = None,
                  parallel: bool = True) -> None:
@@ -103,6 +107,8 @@ class Importer:
         self.report = ImportReport()
         self._pending: deque[tuple[Future[list[Prepared]], Path, str, int, bool]] = deque()
         self._worker_seals = False  # index rows prepared by the worker carry blind values already
+        #: what an earlier run loaded but did not see through its batch phase (it was cut off)
+        self._owed = self._read_owed()
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def _done_lines(self, key: str) -> int:
@@ -118,6 +124,25 @@ class Importer:
         if conn.execute(S.jobs.update().where(S.jobs.c.id == key).values(**vals)).rowcount == 0:
             conn.execute(S.jobs.insert().values(id=key, kind="import", request=str(path), owner=None, created=now,
                                                 **vals))
+        # committed with the data: until the batch phase has run, the next run owes it these types
+        owed = orjson.dumps(self._loaded()).decode()
+        if conn.execute(S.jobs.update().where(S.jobs.c.id == OWED_JOB).values(progress=owed, updated=now)
+                        ).rowcount == 0:
+            conn.execute(S.jobs.insert().values(id=OWED_JOB, kind="import", status="running",
+                                                request="batch phase owed", owner=None, created=now, updated=now,
+                                                progress=owed))
+
+    def _read_owed(self) -> dict[str, int]:
+        with self.store.engine.connect() as conn:
+            rec = conn.execute(sa.select(S.jobs.c.progress).where(S.jobs.c.id == OWED_JOB)).first()
+        return {str(k): int(v) for k, v in orjson.loads(rec[0]).items()} if rec is not None and rec[0] else {}
+
+    def _loaded(self) -> dict[str, int]:
+        """This run's loaded resources by type, with what a cut-off earlier run left for the batch phase."""
+        out = dict(self._owed)
+        for t, n in self.report.by_type.items():
+            out[t] = out.get(t, 0) + n
+        return out
 
     # -- files ------------------------------------------------------------------------------------------
     def import_file(self, path: Path, *, wait: bool = True) -> None:
@@ -235,10 +260,15 @@ class Importer:
 
     def finish(self) -> None:
         """The batch phase: capabilities that left imported resources for later (``on_import=False``)
-        catch up now, before ``phip import`` returns."""
-        self.store.hooks.fire(Point.AFTER_IMPORT, self.store, dict(self.report.by_type))
-        if self.report.loaded:
+        catch up now, before ``phip import`` returns — also on what an earlier run loaded and was cut off
+        before this phase (recorded with each batch's checkpoint; the hooks get those types too)."""
+        loaded = self._loaded()
+        self.store.hooks.fire(Point.AFTER_IMPORT, self.store, loaded)
+        if loaded:
             self.store.dialect.analyze(self.store.engine)  # fresh planner statistics for the new data
+        with self.store.engine.begin() as conn:  # the batch phase is done: nothing is owed any more
+            conn.execute(S.jobs.delete().where(S.jobs.c.id == OWED_JOB))
+        self._owed = {}
 
     def close(self) -> None:
         """Stop the worker process (if one was started)."""
