@@ -313,14 +313,7 @@ class Importer:
                 # a large load inserts all over big index B-trees: give this connection a page cache to match
                 conn.exec_driver_sql(f"PRAGMA cache_size=-{IMPORT_CACHE_KIB}")
             keys = [(r["resourceType"], r["id"]) for _, r in good if r.get("id")]
-            existing: set[tuple[str, str]] = set()
-            for k in range(0, len(keys), 500):
-                chunk = keys[k : k + 500]
-                existing.update(
-                    (t, i) for t, i in conn.execute(
-                        sa.select(S.resources.c.type, S.resources.c.id).where(
-                            S.pairs_in(S.resources.c.type, S.resources.c.id, chunk)))
-                )
+            existing = self.store.dialect.existing_keys(conn, keys)
             fresh: list[tuple[int, dict[str, Any]]] = []
             seen: set[tuple[str, str]] = set()
             for lineno, res in good:
