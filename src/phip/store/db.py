@@ -108,9 +108,9 @@ class PostgresDialect(Dialect):
         # load they are missing or stale (no ANALYZE yet, or taken before this file's type arrived),
         # and the planner then answers ``type = ? AND id IN (…)`` by reading every row of the type
         # through the (type, …) indexes: a cost that grows with the table (33–60 ms for 500 keys at
-        # 53k Observations, against ~15 ms for 1000 keys this way).  A LATERAL subquery with LIMIT is not flattened into a join, so it stays
-        # a per-key lookup; its equality on every column of the unique index makes that index the
-        # plan's only sensible choice.
+        # 53k Observations, against ~15 ms for 1000 keys this way).  A LATERAL subquery with LIMIT
+        # is not flattened into a join, so it stays a per-key lookup; its equality on every column
+        # of the unique index makes that index the plan's only sensible choice.
         if not keys:
             return set()
         rows = conn.execute(text(
