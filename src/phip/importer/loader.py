@@ -342,8 +342,7 @@ class Importer:
         conn = tx.conn
         now = now_us()
         instant = to_instant(now)
-        sqlite = self.store.dialect.name == "sqlite"
-        docs: list[tuple[str, str, dict[str, Any], Any]] = []
+        docs: list[tuple[str, str, dict[str, Any], str]] = []
         pre: dict[int, Any] = {}  # position in docs -> prepared index rows
         pre_x: dict[int, dict[str, Any]] = {}  # position in docs -> IMPORT_PREPARE results
         sent: list[Any] = []  # the sender's meta.lastUpdated of each doc
@@ -363,22 +362,28 @@ class Importer:
             for k, v in res.items():
                 if k not in doc:
                     doc[k] = v
+            text: bytes | None = None  # doc as JSON, once: what both tables store unless sealed
             if hooks_before:
                 n = len(docs)
                 before = orjson.dumps(doc) if n in pre or n in pre_x else None
                 self.store.hooks.fire(Point.BEFORE_WRITE, tx, rtype, doc, "POST", importing=True)
-                if before is not None and orjson.dumps(doc) != before:
-                    # a hook changed it after the worker prepared it: index it (and the rest) anew
-                    pre.pop(n, None)
-                    pre_x.pop(n, None)
+                if before is not None:
+                    text = orjson.dumps(doc)
+                    if text != before:
+                        # a hook changed it after the worker prepared it: index it (and the rest) anew
+                        pre.pop(n, None)
+                        pre_x.pop(n, None)
             sealed = self.store.codec.seal(rtype, doc) if self.store.codec is not None else None
-            stored: Any = orjson.dumps(sealed or doc).decode() if sqlite else (sealed or doc)
-            docs.append((rtype, rid, doc, stored))
+            if sealed is not None:
+                text = orjson.dumps(sealed)
+            elif text is None:
+                text = orjson.dumps(doc)
+            # JSON text on every backend (a JSONB column takes it as it is, through COPY or INSERT)
+            docs.append((rtype, rid, doc, text.decode()))
             if self.store.settings.reference_integrity == "strict":
                 tx.ref_checks.extend((f"{rtype}{e}", t, i) for e, t, i in local_references(doc))
         rids = self.store.dialect.reserve_rids(conn, len(docs))
-        bind = self.repo._bind_content
-        contents = [bind(s) for _t, _i, _d, s in docs]
+        contents = [s for _t, _i, _d, s in docs]
         executemany(conn, S.resources, ("rid", "type", "id", "version", "last_updated", "deleted", "content"),
                     [(rid_, t, i, 1, now, False, c)
                      for rid_, (t, i, _d, _s), c in zip(rids, docs, contents, strict=True)])
