@@ -407,8 +407,7 @@ class Importer:
 
 
 #: loads at least this large (estimated resources) into a store holding fewer build their search
-#: indexes at the end instead of row by row
-DEFER_INDEXES_MIN = 200_000
+#: indexes at the end instead of row by row: ``store.dialect.defer_indexes_min`` (200k on SQLite)
 #: NDJSON bytes a resource, for the estimate (the synthetic region averages 700–900)
 BYTES_PER_RESOURCE = 800
 
@@ -416,7 +415,7 @@ BYTES_PER_RESOURCE = 800
 def should_defer_indexes(store: Store, files: list[Path]) -> bool:
     """True for a large load into a store smaller than the load (rebuilding beats updating)."""
     incoming = sum(f.stat().st_size for f in files if f.suffix == ".ndjson") // BYTES_PER_RESOURCE
-    if incoming < DEFER_INDEXES_MIN:
+    if incoming < store.dialect.defer_indexes_min:
         return False
     with store.engine.connect() as conn:
         existing = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(S.resources.c.rid), 0))).scalar_one())

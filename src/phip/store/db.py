@@ -32,6 +32,9 @@ class Dialect:
     """Hooks for what differs between backends."""
 
     name = "base"
+    #: a bulk import of at least this many resources into a smaller store defers the search value
+    #: indexes (``importer.loader.should_defer_indexes``)
+    defer_indexes_min = 200_000
 
     def lock_change_feed(self, conn: Connection) -> None:
         """Serialise change-feed sequence assignment with commit (see ``Store.commit_changes``)."""
@@ -83,6 +86,10 @@ class SQLiteDialect(Dialect):
 class PostgresDialect(Dialect):
     name = "postgresql"
     LOCK_KEY = 0x70686970  # "phip"
+    #: (see ``importer.loader.should_defer_indexes``; SQLite's is 200k) building the search value
+    #: indexes after the load took 16–19% less server CPU than updating them row by row, measured at
+    #: 50k and 100k resources into an empty node
+    defer_indexes_min = 40_000
 
     def lock_change_feed(self, conn: Connection) -> None:
         # Held until commit: sequence numbers are handed out in commit order, so a
