@@ -240,7 +240,7 @@ def import_dir(node: Any, src: Path, cpu: dict[str, float] | None = None,
 
     sa.event.listen(node.store.engine, "before_cursor_execute", before)
     sa.event.listen(node.store.engine, "after_cursor_execute", after)
-    kids0 = descendants_cpu()
+    kids0 = descendants_cpu() + reaped_children_cpu()
     t = time.perf_counter()
     c = time.process_time()
     try:
@@ -253,7 +253,9 @@ def import_dir(node: Any, src: Path, cpu: dict[str, float] | None = None,
         dt = time.perf_counter() - t
         if cpu is not None:
             cpu["cpu_s"] = time.process_time() - c
-            cpu["worker_cpu_s"] = descendants_cpu() - kids0
+            # (the importer stops its worker before it returns: a reaped child counts in RUSAGE_CHILDREN,
+            # one not reaped yet still in /proc)
+            cpu["worker_cpu_s"] = descendants_cpu() + reaped_children_cpu() - kids0
         if cpu is not None:
             cpu["sql_s"] = sql["s"]
             cpu["sql_statements"] = sql["n"]
@@ -289,6 +291,14 @@ def descendants_cpu() -> float:
         if p == me:
             total += cpu[pid]
     return total
+
+
+def reaped_children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children that have ended and been waited for."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def loadavg() -> float:

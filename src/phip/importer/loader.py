@@ -343,14 +343,7 @@ class Importer:
                 # a large load inserts all over big index B-trees: give this connection a page cache to match
                 conn.exec_driver_sql(f"PRAGMA cache_size=-{IMPORT_CACHE_KIB}")
             keys = [(r["resourceType"], r["id"]) for _, r in good if r.get("id")]
-            existing: set[tuple[str, str]] = set()
-            for k in range(0, len(keys), 500):
-                chunk = keys[k : k + 500]
-                existing.update(
-                    (t, i) for t, i in conn.execute(
-                        sa.select(S.resources.c.type, S.resources.c.id).where(
-                            S.pairs_in(S.resources.c.type, S.resources.c.id, chunk)))
-                )
+            existing = self.store.dialect.existing_keys(conn, keys)
             fresh: list[tuple[int, dict[str, Any]]] = []
             seen: set[tuple[str, str]] = set()
             for lineno, res in good:
@@ -379,8 +372,7 @@ class Importer:
         conn = tx.conn
         now = now_us()
         instant = to_instant(now)
-        sqlite = self.store.dialect.name == "sqlite"
-        docs: list[tuple[str, str, dict[str, Any], Any]] = []
+        docs: list[tuple[str, str, dict[str, Any], str]] = []
         pre: dict[int, Any] = {}  # position in docs -> prepared index rows
         pre_x: dict[int, dict[str, Any]] = {}  # position in docs -> IMPORT_PREPARE results
         sent: list[Any] = []  # the sender's meta.lastUpdated of each doc
@@ -400,22 +392,28 @@ class Importer:
             for k, v in res.items():
                 if k not in doc:
                     doc[k] = v
+            text: bytes | None = None  # doc as JSON, once: what both tables store unless sealed
             if hooks_before:
                 n = len(docs)
                 before = orjson.dumps(doc) if n in pre or n in pre_x else None
                 self.store.hooks.fire(Point.BEFORE_WRITE, tx, rtype, doc, "POST", importing=True)
-                if before is not None and orjson.dumps(doc) != before:
-                    # a hook changed it after the worker prepared it: index it (and the rest) anew
-                    pre.pop(n, None)
-                    pre_x.pop(n, None)
+                if before is not None:
+                    text = orjson.dumps(doc)
+                    if text != before:
+                        # a hook changed it after the worker prepared it: index it (and the rest) anew
+                        pre.pop(n, None)
+                        pre_x.pop(n, None)
             sealed = self.store.codec.seal(rtype, doc) if self.store.codec is not None else None
-            stored: Any = orjson.dumps(sealed or doc).decode() if sqlite else (sealed or doc)
-            docs.append((rtype, rid, doc, stored))
+            if sealed is not None:
+                text = orjson.dumps(sealed)
+            elif text is None:
+                text = orjson.dumps(doc)
+            # JSON text on every backend (a JSONB column takes it as it is, through COPY or INSERT)
+            docs.append((rtype, rid, doc, text.decode()))
             if self.store.settings.reference_integrity == "strict":
                 tx.ref_checks.extend((f"{rtype}{e}", t, i) for e, t, i in local_references(doc))
         rids = self.store.dialect.reserve_rids(conn, len(docs))
-        bind = self.repo._bind_content
-        contents = [bind(s) for _t, _i, _d, s in docs]
+        contents = [s for _t, _i, _d, s in docs]
         executemany(conn, S.resources, ("rid", "type", "id", "version", "last_updated", "deleted", "content"),
                     [(rid_, t, i, 1, now, False, c)
                      for rid_, (t, i, _d, _s), c in zip(rids, docs, contents, strict=True)])
@@ -439,8 +437,7 @@ class Importer:
 
 
 #: loads at least this large (estimated resources) into a store holding fewer build their search
-#: indexes at the end instead of row by row
-DEFER_INDEXES_MIN = 200_000
+#: indexes at the end instead of row by row: ``store.dialect.defer_indexes_min`` (200k on SQLite)
 #: NDJSON bytes a resource, for the estimate (the synthetic region averages 700–900)
 BYTES_PER_RESOURCE = 800
 
@@ -448,7 +445,7 @@ BYTES_PER_RESOURCE = 800
 def should_defer_indexes(store: Store, files: list[Path]) -> bool:
     """True for a large load into a store smaller than the load (rebuilding beats updating)."""
     incoming = sum(f.stat().st_size for f in files if f.suffix == ".ndjson") // BYTES_PER_RESOURCE
-    if incoming < DEFER_INDEXES_MIN:
+    if incoming < store.dialect.defer_indexes_min:
         return False
     with store.engine.connect() as conn:
         existing = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(S.resources.c.rid), 0))).scalar_one())

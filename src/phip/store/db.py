@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,6 +32,9 @@ class Dialect:
     """Hooks for what differs between backends."""
 
     name = "base"
+    #: a bulk import of at least this many resources into a smaller store defers the search value
+    #: indexes (``importer.loader.should_defer_indexes``)
+    defer_indexes_min = 200_000
 
     def lock_change_feed(self, conn: Connection) -> None:
         """Serialise change-feed sequence assignment with commit (see ``Store.commit_changes``)."""
@@ -52,6 +55,18 @@ class Dialect:
         maintenance (index builds, statistics, migrations) whose time grows with the data, which
         the limit meant for requests would otherwise cut off on a large node."""
         return conn
+
+    def existing_keys(self, conn: Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (type, id) pairs ``resources`` holds, deleted or not (the bulk import's
+        check of a batch before it inserts)."""
+        from phip.store import schema as S
+
+        R = S.resources
+        found: set[tuple[str, str]] = set()
+        for k in range(0, len(keys), 500):
+            q = select(R.c.type, R.c.id).where(S.pairs_in(R.c.type, R.c.id, keys[k : k + 500]))
+            found.update((t, i) for t, i in conn.execute(q))
+        return found
 
 
 class SQLiteDialect(Dialect):
@@ -82,6 +97,10 @@ class SQLiteDialect(Dialect):
 class PostgresDialect(Dialect):
     name = "postgresql"
     LOCK_KEY = 0x70686970  # "phip"
+    #: (see ``importer.loader.should_defer_indexes``; SQLite's is 200k) building the search value
+    #: indexes after the load took 16–19% less server CPU than updating them row by row, measured at
+    #: 50k and 100k resources into an empty node
+    defer_indexes_min = 40_000
 
     def lock_change_feed(self, conn: Connection) -> None:
         # Held until commit: sequence numbers are handed out in commit order, so a
@@ -106,6 +125,22 @@ class PostgresDialect(Dialect):
     def unbounded(self, conn: Connection) -> Connection:
         conn.exec_driver_sql("SET LOCAL statement_timeout = 0")  # until this transaction ends
         return conn
+
+    def existing_keys(self, conn: Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        # One probe of the unique (type, id) index a key, whatever the statistics say.  During a bulk
+        # load they are missing or stale (no ANALYZE yet, or taken before this file's type arrived),
+        # and the planner then answers ``type = ? AND id IN (…)`` by reading every row of the type
+        # through the (type, …) indexes: a cost that grows with the table (33–60 ms for 500 keys at
+        # 53k Observations, against ~15 ms for 1000 keys this way).  A LATERAL subquery with LIMIT
+        # is not flattened into a join, so it stays a per-key lookup; its equality on every column
+        # of the unique index makes that index the plan's only sensible choice.
+        if not keys:
+            return set()
+        rows = conn.execute(text(
+            "SELECT k.t, k.i FROM unnest(CAST(:t AS text[]), CAST(:i AS text[])) AS k(t, i) "
+            "CROSS JOIN LATERAL (SELECT 1 FROM resources r WHERE r.type = k.t AND r.id = k.i LIMIT 1) AS hit"),
+            {"t": [t for t, _ in keys], "i": [i for _, i in keys]})
+        return {(t, i) for t, i in rows}
 
 
 def is_timeout(exc: BaseException) -> bool:
