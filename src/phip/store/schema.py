@@ -164,7 +164,9 @@ idx_ref = _idx(
 )
 Index("ix_idx_ref_target", idx_ref.c.param, idx_ref.c.target_id, idx_ref.c.target_type, idx_ref.c.rid)
 Index("ix_idx_ref_any", idx_ref.c.target_type, idx_ref.c.target_id)
-Index("ix_idx_ref_url", idx_ref.c.param, idx_ref.c.url)
+# only references with a url (not local ones): searches look a url up by equality (migration 0003)
+Index("ix_idx_ref_url", idx_ref.c.param, idx_ref.c.url, sqlite_where=idx_ref.c.url.isnot(None),
+      postgresql_where=idx_ref.c.url.isnot(None))
 
 idx_quantity = _idx(
     "idx_quantity",
