@@ -128,6 +128,33 @@ def test_checks_in_the_import_worker_match_the_serial_path(node: Any, region: Pa
         f2, r2 = rows(other)
         assert len(f1) > 100 and f1 == f2
         assert r1 == r2
+
+        def tasks(n: Any) -> dict[tuple[str, str, str], Any]:
+            repo = n.store.repository()
+            with n.store.engine.connect() as conn:
+                open_ = conn.exec_driver_sql("SELECT rtype, rid, rule, task FROM quality_finding "
+                                             "WHERE status = 'open'").all()
+            out = {}
+            for rtype, rid, rule, task in open_:
+                t = repo.read("Task", task).resource()
+                out[(rtype, rid, rule)] = (task, t["status"], t["intent"], t["code"], t["description"], t["focus"],
+                                           t.get("for"), t.get("owner"))
+            return out
+
+        # the Tasks made with their records in the worker (ids qf-t…: the finding has no row id yet
+        # there) are the serial path's, and found by their owner through the index rows made there
+        t1, t2 = tasks(node), tasks(other)
+        assert {k: v[1:] for k, v in t1.items()} == {k: v[1:] for k, v in t2.items()}
+        made = {k: v for k, v in t2.items() if v[0].startswith("qf-t")}
+        assert len(made) > 0.3 * len(t2) and not any(v[0].startswith("qf-t") for v in t1.values())
+        owners: dict[str, set[str]] = {}
+        for v in t2.values():
+            if v[-1] is not None:
+                owners.setdefault(v[-1]["reference"], set()).add(v[0])
+        repo = other.store.repository()
+        for owner, ids in owners.items():
+            found = {r.id for r in repo.find("Task", f"owner={owner}&status=requested", limit=10_000)}
+            assert found == ids
         # the worker's keyed values are the writing process's (a REST write is compared with them)
         svc = other.ext["quality"]
         with other.store.engine.connect() as conn:

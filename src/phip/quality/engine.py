@@ -68,12 +68,16 @@ class Prepare:
     resource that carries its id and its sender's upload time (what the writing process would use).
 
     Returns what the writing process inserts, as plain tuples (cheap to send back): the
-    ``quality_resource`` row (its ``seq`` still 0) and each finding as (rule, dimension, path, message)."""
+    ``quality_resource`` row (its ``seq`` still 0) and each finding as (rule, dimension, path,
+    message, task), where task is None or, when the record names its institution itself (so the
+    batch phase cannot change the owner), the finding's FHIR Task ready to store: (its id, the
+    document, its search index rows — keyed with the node's codec like the worker's own index rows)."""
 
     name = PREPARED
 
     def __init__(self, svc: QualityService) -> None:
         self.rules = svc.rules
+        self.tasks = svc.tasks
         self._svc: QualityService | None = svc
         self._codec: Any = None
         self._checker: Checker | None = None
@@ -81,10 +85,12 @@ class Prepare:
 
     def __getstate__(self) -> dict[str, Any]:
         # the store's codec travels with it: the registry keys are keyed blind values (as the writer's)
-        return {"rules": self.rules, "codec": self._svc.store.codec if self._svc is not None else self._codec}
+        return {"rules": self.rules, "tasks": self.tasks,
+                "codec": self._svc.store.codec if self._svc is not None else self._codec}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.rules = state["rules"]
+        self.tasks = state.get("tasks", True)
         self._codec = state["codec"]
         self._svc = None
         self._checker = None
@@ -104,7 +110,22 @@ class Prepare:
         codec = self._svc.store.codec if self._svc is not None else self._codec  # (not sent: this process)
         row = facts_row(rtype, rid, 1, fx, 0, dim, lambda kind, v: value_key(codec, kind, v),
                         self.rules.f.timezone_offset_hours)
-        return row, tuple((f.rule, dim(f.rule), f.path, f.message) for f in fx.findings)
+        inst = fx.institution
+        if not fx.findings or not self.tasks or inst is None:
+            return row, tuple((f.rule, dim(f.rule), f.path, f.message, None) for f in fx.findings)
+        # the institution is the record's own: the finding's Task is final, made here
+        from phip.fhir.search.extract import index_resource
+
+        now = now_us()
+        out = []
+        for f in fx.findings:
+            tid = prepared_task_id(rtype, rid, f.rule)
+            task = task_doc(self.rules, tid, rtype, rid, f.rule, f.message, fx.subject, inst, now)
+            ix = index_resource(task)
+            if codec is not None:
+                codec.index("Task", task, ix)
+            out.append((f.rule, dim(f.rule), f.path, f.message, (tid, task, ix)))
+        return row, tuple(out)
 
     def _dimension(self, rule: str) -> str:
         d = self._dims.get(rule)
@@ -113,8 +134,37 @@ class Prepare:
         return d
 
 
-#: what :class:`Prepare` sends back: the ``quality_resource`` row and the findings
-PreparedRow = tuple[tuple[Any, ...], tuple[tuple[str, str, str, str], ...]]
+#: what :class:`Prepare` sends back: the ``quality_resource`` row and the findings (with their Tasks)
+PreparedRow = tuple[tuple[Any, ...], tuple[tuple[str, str, str, str, "tuple[str, dict[str, Any], Any] | None"], ...]]
+
+
+def prepared_task_id(rtype: str, rid: str, rule: str) -> str:
+    """The id of the Task of a finding made in the importer's worker, before the finding has a row
+    id: ``qf-t`` and a digest of (record, rule) — unique as the finding is (one per record × rule)."""
+    return "qf-t" + hashlib.blake2b(f"{rtype}/{rid}/{rule}".encode(), digest_size=15).hexdigest()
+
+
+def task_doc(rules: Rules, task_id: str, rtype: str, rid: str, rule: str, message: str, subject: str | None,
+             inst: str | None, now: int) -> dict[str, Any]:
+    """The FHIR Task assigning a finding to the record's institution."""
+    info = rules.catalogue.get(rule)
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "id": task_id,
+        "status": "requested",
+        "intent": "order",
+        "code": {"coding": [{"system": TASK_RULE_SYSTEM, "code": rule,
+                             **({"display": info.title} if info else {})}],
+                 "text": info.title if info else rule},
+        "description": message,
+        "focus": {"reference": f"{rtype}/{rid}"},
+        "authoredOn": to_instant(now),
+    }
+    if subject and subject.startswith("Patient/"):
+        task["for"] = {"reference": subject}
+    if inst and inst != UNKNOWN:
+        task["owner"] = {"reference": f"Organization/{inst}"}
+    return task
 
 
 def dimension_of(rules: Rules, rule: str) -> str:
@@ -184,6 +234,7 @@ class QualityService:
         self.offset = rules.f.timezone_offset_hours
         self._dims: dict[str, str] = {}
         self._reg_orgs: tuple[float, list[str]] | None = None
+        self._tasks_imp: Any = None
 
     def set_terminology(self, terminology: CodeValidator | None) -> None:
         self.checker.terminology = terminology
@@ -225,6 +276,11 @@ class QualityService:
         """Check a batch's new resources with the sender's upload time, in the batch's transaction."""
         qrows: list[tuple[Any, ...]] = []
         frows: list[tuple[Any, ...]] = []
+        tasks: list[tuple[int, dict[str, Any]]] = []  # Tasks the worker made, stored with the batch
+        task_ix: dict[int, Any] = {}
+        # (strict reference integrity checks a batch's references at its commit: an owner or subject
+        # loaded later in the run would fail it, so those Tasks wait for the batch phase as the others)
+        keep_tasks = self.tasks and self.store.settings.reference_integrity != "strict"
         now = now_us()
         check, dim = self.checker.check, self.dimension
         for it in items:
@@ -237,12 +293,18 @@ class QualityService:
                 codes: list[Found] = []
                 self.checker.check_codes(it.resource_type, it.resource, codes)
                 if codes:
-                    found = (*found, *((f.rule, dim(f.rule), f.path, f.message) for f in codes))
+                    found = (*found, *((f.rule, dim(f.rule), f.path, f.message, None) for f in codes))
                     if not row[_CONFORMANCE]:
                         row = (*row[:_CONFORMANCE], 1, *row[_CONFORMANCE + 1:])
                 qrows.append(row)
-                frows.extend((it.resource_type, it.id, 1, rule, d, path, msg, row[6], row[3], row[8], "open", now)
-                             for rule, d, path, msg in found)
+                for rule, d, path, msg, task in found:
+                    tid = None
+                    if task is not None and keep_tasks:
+                        tid, doc, ix = task
+                        tasks.append((0, doc))
+                        task_ix[id(doc)] = ix
+                    frows.append((it.resource_type, it.id, 1, rule, d, path, msg, row[6], row[3], row[8], "open",
+                                  now, tid))
                 continue
             sent = _sent(it.sent)
             # a file's records without their sender's upload time (a migration of old data): when the
@@ -252,9 +314,22 @@ class QualityService:
             qrows.append(row)
             for f in fx.findings:
                 frows.append((it.resource_type, it.id, 1, f.rule, dim(f.rule), f.path, f.message,
-                              fx.subject, fx.institution, row[8], "open", now))
+                              fx.subject, fx.institution, row[8], "open", now, None))
         _insert_many(tx.conn, "quality_resource", _QR_COLS, qrows)
-        _insert_many(tx.conn, "quality_finding", _QF_COLS, frows)
+        _insert_many(tx.conn, "quality_finding", (*_QF_COLS, "task"), frows)
+        if tasks:  # through the importer's fast path, with the index rows the worker made
+            self._task_writer()._insert_new(tx, tasks, task_ix)
+
+    def _task_writer(self) -> Any:
+        """An importer (its fast path only) for the Tasks :class:`Prepare` made: their index rows
+        are keyed with the codec already, as the importer's worker keys its own."""
+        w = self._tasks_imp
+        if w is None or w.store is not self.store:
+            from phip.importer.loader import Importer
+
+            w = self._tasks_imp = Importer(self.store, parallel=False)
+            w._worker_seals = True
+        return w
 
     # -- phip import: the batch phase ----------------------------------------------------------------------
     def on_loaded(self, store: Any, _loaded: dict[str, int]) -> None:
@@ -617,24 +692,8 @@ class QualityService:
     # -- Tasks ------------------------------------------------------------------------------------------------
     def _task(self, fid: int, rtype: str, rid: str, rule: str, message: str, subject: str | None,
               inst: str | None, now: int) -> dict[str, Any]:
-        info = self.rules.catalogue.get(rule)
-        task: dict[str, Any] = {
-            "resourceType": "Task",
-            "id": f"qf-{fid}",  # the finding's id: GET /quality/findings lists it as ``task``
-            "status": "requested",
-            "intent": "order",
-            "code": {"coding": [{"system": TASK_RULE_SYSTEM, "code": rule,
-                                 **({"display": info.title} if info else {})}],
-                     "text": info.title if info else rule},
-            "description": message,
-            "focus": {"reference": f"{rtype}/{rid}"},
-            "authoredOn": to_instant(now),
-        }
-        if subject and subject.startswith("Patient/"):
-            task["for"] = {"reference": subject}
-        if inst and inst != UNKNOWN:
-            task["owner"] = {"reference": f"Organization/{inst}"}
-        return task
+        # the finding's id: GET /quality/findings lists it as ``task``
+        return task_doc(self.rules, f"qf-{fid}", rtype, rid, rule, message, subject, inst, now)
 
     def _new_task(self, conn: Connection, fid: int, key: ResKey, f: Found, subject: str | None,
                   inst: str | None, now: int) -> None:
