@@ -53,8 +53,13 @@ TASK_RULE_SYSTEM = "urn:phip:cs:quality-rule"
 _QR_COLS = ("rtype", "rid", "version", "institution", "via_type", "via_id", "subject", "pid", "day", "received",
             "event", "gender", "birth", "death", "xrule", "ukey", "uid", "seq", *[f"f_{d}" for d in FLAG_DIMENSIONS],
             "idkey", "namekey", "phonekey", "addrkey")
+#: the columns of an imported row as :func:`shaped` gives them: ``seq`` (the writing process's) last
+_QR_SHAPED = (*(c for c in _QR_COLS if c != "seq"), "seq")
+_LITERALS = frozenset(i for i, c in enumerate(_QR_SHAPED) if c == "version" or c.startswith("f_"))
+_CONFORMANCE = _QR_SHAPED.index("f_conformance")
+_BOUND, _NULL = ord("?"), ord("N")
 _SEQ = _QR_COLS.index("seq")
-_CONFORMANCE = _QR_COLS.index("f_conformance")
+_SUBJECT, _INSTITUTION, _DAY = (_QR_COLS.index(c) for c in ("subject", "institution", "day"))
 _QF_COLS = ("rtype", "rid", "version", "rule", "dimension", "path", "message", "subject", "institution", "day",
             "status", "detected")
 
@@ -68,7 +73,7 @@ class Prepare:
     resource that carries its id and its sender's upload time (what the writing process would use).
 
     Returns what the writing process inserts, as plain tuples (cheap to send back): the
-    ``quality_resource`` row (its ``seq`` still 0) and each finding as (rule, dimension, path,
+    ``quality_resource`` row as :func:`shaped` gives it (without ``seq``) and each finding as (rule, dimension, path,
     message, task), where task is None or, when the record names its institution itself (so the
     batch phase cannot change the owner), the finding's FHIR Task ready to store: (its id, the
     document, its search index rows — keyed with the node's codec like the worker's own index rows)."""
@@ -108,8 +113,8 @@ class Prepare:
         fx = self._checker.check(rtype, rid, res, received, codes=False)
         dim = self._dimension
         codec = self._svc.store.codec if self._svc is not None else self._codec  # (not sent: this process)
-        row = facts_row(rtype, rid, 1, fx, 0, dim, lambda kind, v: value_key(codec, kind, v),
-                        self.rules.f.timezone_offset_hours)
+        row = shaped(facts_row(rtype, rid, 1, fx, 0, dim, lambda kind, v: value_key(codec, kind, v),
+                               self.rules.f.timezone_offset_hours))
         inst = fx.institution
         if not fx.findings or not self.tasks or inst is None:
             return row, tuple((f.rule, dim(f.rule), f.path, f.message, None) for f in fx.findings)
@@ -134,8 +139,55 @@ class Prepare:
         return d
 
 
+#: a ``quality_resource`` row as :func:`shaped` gives it
+Shaped = tuple[bytes, tuple[Any, ...], str | None, str | None, int]
 #: what :class:`Prepare` sends back: the ``quality_resource`` row and the findings (with their Tasks)
-PreparedRow = tuple[tuple[Any, ...], tuple[tuple[str, str, str, str, "tuple[str, dict[str, Any], Any] | None"], ...]]
+PreparedRow = tuple[Shaped, tuple[tuple[str, str, str, str, "tuple[str, dict[str, Any], Any] | None"], ...]]
+
+
+def shaped(row: tuple[Any, ...]) -> Shaped:
+    """A ``quality_resource`` row (``_QR_COLS``; its ``seq`` left out) for :func:`insert_shaped`: its
+    shape — per column of ``_QR_SHAPED`` but ``seq``, bound (``?``), NULL (``N``) or a literal 0/1
+    (the version and the dimension flags) — and the values to bind; then its subject, institution
+    and day (what its findings need).  Most of a row's columns are NULL or 0 (the Patient columns
+    on any other record): written into the statement, they cost nothing to bind."""
+    shape = bytearray()
+    vals = []
+    for i, v in enumerate((*row[:_SEQ], *row[_SEQ + 1:])):
+        if v is None:
+            shape.append(_NULL)
+        elif i in _LITERALS and type(v) is int and (v == 0 or v == 1):
+            shape.append(48 + v)
+        else:
+            shape.append(_BOUND)
+            vals.append(v)
+    return bytes(shape), tuple(vals), row[_SUBJECT], row[_INSTITUTION], row[_DAY]
+
+
+def unshaped(row: Shaped, seq: int = 0) -> dict[str, Any]:
+    """The columns and values of a :func:`shaped` row."""
+    shape, vals, *_ = row
+    it = iter(vals)
+    out = {c: next(it) if ch == _BOUND else None if ch == _NULL else ch - 48 for c, ch in
+           zip(_QR_SHAPED[:-1], shape, strict=True)}
+    out["seq"] = seq
+    return out
+
+
+_SHAPED_SQL: dict[tuple[bytes, str], str] = {}
+
+
+def insert_shaped(conn: Connection, groups: dict[bytes, list[tuple[Any, ...]]]) -> None:
+    """Insert :func:`shaped` rows, grouped by shape, each with its ``seq`` appended to its values:
+    one ``executemany`` per shape."""
+    m = _mark(conn)
+    for shape, rows in groups.items():
+        sql = _SHAPED_SQL.get((shape, m))
+        if sql is None:
+            vals = ", ".join(m if ch == _BOUND else "NULL" if ch == _NULL else chr(ch) for ch in shape)
+            sql = _SHAPED_SQL[(shape, m)] = (f"INSERT INTO quality_resource ({', '.join(_QR_SHAPED)}) "
+                                             f"VALUES ({vals}, {m})")
+        conn.exec_driver_sql(sql, rows)
 
 
 def prepared_task_id(rtype: str, rid: str, rule: str) -> str:
@@ -235,6 +287,8 @@ class QualityService:
         self._dims: dict[str, str] = {}
         self._reg_orgs: tuple[float, list[str]] | None = None
         self._tasks_imp: Any = None
+        #: the range of imported rows (``seq``) whose institutions IMPORT_LOADED resolved and committed
+        self._inherited: tuple[int, int] | None = None
 
     def set_terminology(self, terminology: CodeValidator | None) -> None:
         self.checker.terminology = terminology
@@ -274,7 +328,7 @@ class QualityService:
     # -- phip import: per batch --------------------------------------------------------------------------
     def on_import_batch(self, tx: Any, items: list[ImportedItem]) -> None:
         """Check a batch's new resources with the sender's upload time, in the batch's transaction."""
-        qrows: list[tuple[Any, ...]] = []
+        groups: dict[bytes, list[tuple[Any, ...]]] = {}  # quality_resource rows by shape
         frows: list[tuple[Any, ...]] = []
         tasks: list[tuple[int, dict[str, Any]]] = []  # Tasks the worker made, stored with the batch
         task_ix: dict[int, Any] = {}
@@ -288,34 +342,36 @@ class QualityService:
                 continue
             pre = it.prepared.get(PREPARED) if it.prepared else None
             if pre is not None:  # checked in the importer's worker: only the value-set checks are left
-                row, found = pre
-                row = (*row[:_SEQ], it.rid, *row[_SEQ + 1:])
+                (shape, vals, subject, inst, day), found = pre
                 codes: list[Found] = []
                 self.checker.check_codes(it.resource_type, it.resource, codes)
                 if codes:
                     found = (*found, *((f.rule, dim(f.rule), f.path, f.message, None) for f in codes))
-                    if not row[_CONFORMANCE]:
-                        row = (*row[:_CONFORMANCE], 1, *row[_CONFORMANCE + 1:])
-                qrows.append(row)
+                    if shape[_CONFORMANCE] == 48:
+                        shape = shape[:_CONFORMANCE] + b"1" + shape[_CONFORMANCE + 1:]
+                rows = groups.get(shape)
+                if rows is None:
+                    rows = groups[shape] = []
+                rows.append((*vals, it.rid))
                 for rule, d, path, msg, task in found:
                     tid = None
                     if task is not None and keep_tasks:
                         tid, doc, ix = task
                         tasks.append((0, doc))
                         task_ix[id(doc)] = ix
-                    frows.append((it.resource_type, it.id, 1, rule, d, path, msg, row[6], row[3], row[8], "open",
+                    frows.append((it.resource_type, it.id, 1, rule, d, path, msg, subject, inst, day, "open",
                                   now, tid))
                 continue
             sent = _sent(it.sent)
             # a file's records without their sender's upload time (a migration of old data): when the
             # source received them is unknown, so they are not judged late against the load's own time
             fx = check(it.resource_type, it.id, it.resource, now if sent is None else sent, timely=sent is not None)
-            row = self._row(it.resource_type, it.id, 1, fx, it.rid)
-            qrows.append(row)
+            shape, vals, _subject, _inst, day = shaped(self._row(it.resource_type, it.id, 1, fx, it.rid))
+            groups.setdefault(shape, []).append((*vals, it.rid))
             for f in fx.findings:
                 frows.append((it.resource_type, it.id, 1, f.rule, dim(f.rule), f.path, f.message,
-                              fx.subject, fx.institution, row[8], "open", now, None))
-        _insert_many(tx.conn, "quality_resource", _QR_COLS, qrows)
+                              fx.subject, fx.institution, day, "open", now, None))
+        insert_shaped(tx.conn, groups)
         _insert_many(tx.conn, "quality_finding", (*_QF_COLS, "task"), frows)
         if tasks:  # through the importer's fast path, with the index rows the worker made
             self._task_writer()._insert_new(tx, tasks, task_ix)
@@ -337,6 +393,7 @@ class QualityService:
         and a Task for each finding so far — one bulk write, cheaper while the value indexes are
         being rebuilt anyway.  ``process`` at ``AFTER_IMPORT`` does the rest (and all of it when a
         caller never fires this point)."""
+        self._inherited = None
         with store.write_tx() as tx:
             conn = tx.conn
             m = _mark(conn)
@@ -345,6 +402,9 @@ class QualityService:
                 self._inherit(conn, f"seq > {m} AND seq <= {m}", (mark, top), None)
             if self.tasks:
                 self._tasks_bulk(tx)
+        # committed: the batch phase need not look for institutions in these rows again (none is left
+        # without one; rows written since, by REST or another import, move the range and it does)
+        self._inherited = (mark, top)
 
     def on_after_import(self, store: Any, _loaded: dict[str, int]) -> None:
         with store.write_tx() as tx:
@@ -379,8 +439,11 @@ class QualityService:
             where, args = f"seq > {m} AND seq <= {m}", (mark, top)
         else:
             where, args = f"rtype = {m} AND rid = {m}", (key.rtype, key.rid)
-        # 1. institutions inherited from the encounter / subject
-        self._inherit(conn, where, args, key, resolve=fx is None or fx.institution is None)
+        # 1. institutions inherited from the encounter / subject (unless IMPORT_LOADED did it for these rows)
+        if key is not None or self._inherited != args:
+            self._inherit(conn, where, args, key, resolve=fx is None or fx.institution is None)
+        if key is None:
+            self._inherited = None
         # 2. cross-record checks
         cross = self._cross(conn, where, args, fx)
         now = now_us()
