@@ -166,7 +166,7 @@ def test_checks_in_the_import_worker_match_the_serial_path(node: Any, region: Pa
             fx = svc.checker.check("Patient", rid, res, 0)
             assert fx.ref is not None
             assert (svc._key("i", fx.ref[0]), svc._key("n", fx.ref[1])) == (idkey, namekey)
-            row, _found = engine.Prepare(svc)(res) or ((), ())  # called in this process, not sent
+            row, _found, _codes = engine.Prepare(svc)(res) or ((), (), ())  # called in this process, not sent
             assert engine.unshaped(row)["idkey"] == idkey
         assert len(stored) > 20 and other.store.codec is not None
     finally:

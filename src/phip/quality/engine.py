@@ -76,7 +76,8 @@ class Prepare:
     ``quality_resource`` row as :func:`shaped` gives it (without ``seq``) and each finding as (rule, dimension, path,
     message, task), where task is None or, when the record names its institution itself (so the
     batch phase cannot change the owner), the finding's FHIR Task ready to store: (its id, the
-    document, its search index rows — keyed with the node's codec like the worker's own index rows)."""
+    document, its search index rows — keyed with the node's codec like the worker's own index rows);
+    then the codes the value-set checks are to judge (:meth:`Checker.code_candidates`)."""
 
     name = PREPARED
 
@@ -115,9 +116,10 @@ class Prepare:
         codec = self._svc.store.codec if self._svc is not None else self._codec  # (not sent: this process)
         row = shaped(facts_row(rtype, rid, 1, fx, 0, dim, lambda kind, v: value_key(codec, kind, v),
                                self.rules.f.timezone_offset_hours))
+        codes = self._checker.code_candidates(rtype, res)
         inst = fx.institution
         if not fx.findings or not self.tasks or inst is None:
-            return row, tuple((f.rule, dim(f.rule), f.path, f.message, None) for f in fx.findings)
+            return row, tuple((f.rule, dim(f.rule), f.path, f.message, None) for f in fx.findings), codes
         # the institution is the record's own: the finding's Task is final, made here
         from phip.fhir.search.extract import index_resource
 
@@ -130,7 +132,7 @@ class Prepare:
             if codec is not None:
                 codec.index("Task", task, ix)
             out.append((f.rule, dim(f.rule), f.path, f.message, (tid, task, ix)))
-        return row, tuple(out)
+        return row, tuple(out), codes
 
     def _dimension(self, rule: str) -> str:
         d = self._dims.get(rule)
@@ -141,8 +143,10 @@ class Prepare:
 
 #: a ``quality_resource`` row as :func:`shaped` gives it
 Shaped = tuple[bytes, tuple[Any, ...], str | None, str | None, int]
-#: what :class:`Prepare` sends back: the ``quality_resource`` row and the findings (with their Tasks)
-PreparedRow = tuple[Shaped, tuple[tuple[str, str, str, str, "tuple[str, dict[str, Any], Any] | None"], ...]]
+#: what :class:`Prepare` sends back: the ``quality_resource`` row, the findings (with their Tasks) and
+#: the codes for the value-set checks (:meth:`Checker.code_candidates`)
+PreparedRow = tuple[Shaped, tuple[tuple[str, str, str, str, "tuple[str, dict[str, Any], Any] | None"], ...],
+                    tuple[tuple[int, tuple[tuple[str, ...], ...]], ...]]
 
 
 def shaped(row: tuple[Any, ...]) -> Shaped:
@@ -342,9 +346,10 @@ class QualityService:
                 continue
             pre = it.prepared.get(PREPARED) if it.prepared else None
             if pre is not None:  # checked in the importer's worker: only the value-set checks are left
-                (shape, vals, subject, inst, day), found = pre
+                (shape, vals, subject, inst, day), found, candidates = pre
                 codes: list[Found] = []
-                self.checker.check_codes(it.resource_type, it.resource, codes)
+                if candidates:
+                    self.checker.check_candidates(it.resource_type, candidates, codes)
                 if codes:
                     found = (*found, *((f.rule, dim(f.rule), f.path, f.message, None) for f in codes))
                     if shape[_CONFORMANCE] == 48:
