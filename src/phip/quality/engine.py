@@ -179,6 +179,7 @@ def unshaped(row: Shaped, seq: int = 0) -> dict[str, Any]:
 
 
 _SHAPED_SQL: dict[tuple[bytes, str], str] = {}
+_SHAPE_CHARS = frozenset(b"?N01")
 
 
 def insert_shaped(conn: Connection, groups: dict[bytes, list[tuple[Any, ...]]]) -> None:
@@ -188,6 +189,10 @@ def insert_shaped(conn: Connection, groups: dict[bytes, list[tuple[Any, ...]]]) 
     for shape, rows in groups.items():
         sql = _SHAPED_SQL.get((shape, m))
         if sql is None:
+            if len(shape) != len(_QR_SHAPED) - 1 or not set(shape) <= _SHAPE_CHARS:
+                raise ValueError(f"not a quality_resource row shape: {shape!r}")
+            if len(_SHAPED_SQL) >= 4096:
+                _SHAPED_SQL.clear()
             vals = ", ".join(m if ch == _BOUND else "NULL" if ch == _NULL else chr(ch) for ch in shape)
             sql = _SHAPED_SQL[(shape, m)] = (f"INSERT INTO quality_resource ({', '.join(_QR_SHAPED)}) "
                                              f"VALUES ({vals}, {m})")
