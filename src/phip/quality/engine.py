@@ -65,6 +65,8 @@ _QF_COLS = ("rtype", "rid", "version", "rule", "dimension", "path", "message", "
 
 
 PREPARED = "quality"
+#: at most this many Tasks made by the import worker are kept for the batch phase (the rest are made there)
+PREPARED_TASKS_MAX = 500_000
 
 
 class Prepare:
@@ -75,9 +77,10 @@ class Prepare:
     Returns what the writing process inserts, as plain tuples (cheap to send back): the
     ``quality_resource`` row as :func:`shaped` gives it (without ``seq``) and each finding as (rule, dimension, path,
     message, task), where task is None or, when the record names its institution itself (so the
-    batch phase cannot change the owner), the finding's FHIR Task ready to store: (its id, the
-    document, its search index rows — keyed with the node's codec like the worker's own index rows);
-    then the codes the value-set checks are to judge (:meth:`Checker.code_candidates`)."""
+    batch phase cannot change the owner), the finding's FHIR Task but for its id (the finding's row
+    id, not known yet): (the document, its search index rows — keyed with the node's codec like the
+    worker's own index rows); then the codes the value-set checks are to judge
+    (:meth:`Checker.code_candidates`)."""
 
     name = PREPARED
 
@@ -126,12 +129,11 @@ class Prepare:
         now = now_us()
         out = []
         for f in fx.findings:
-            tid = prepared_task_id(rtype, rid, f.rule)
-            task = task_doc(self.rules, tid, rtype, rid, f.rule, f.message, fx.subject, inst, now)
-            ix = index_resource(task)
+            task = task_doc(self.rules, "", rtype, rid, f.rule, f.message, fx.subject, inst, now)
+            ix = index_resource(task)  # (the id is not indexed: _id is the stored row's)
             if codec is not None:
                 codec.index("Task", task, ix)
-            out.append((f.rule, dim(f.rule), f.path, f.message, (tid, task, ix)))
+            out.append((f.rule, dim(f.rule), f.path, f.message, (task, ix)))
         return row, tuple(out), codes
 
     def _dimension(self, rule: str) -> str:
@@ -145,7 +147,7 @@ class Prepare:
 Shaped = tuple[bytes, tuple[Any, ...], str | None, str | None, int]
 #: what :class:`Prepare` sends back: the ``quality_resource`` row, the findings (with their Tasks) and
 #: the codes for the value-set checks (:meth:`Checker.code_candidates`)
-PreparedRow = tuple[Shaped, tuple[tuple[str, str, str, str, "tuple[str, dict[str, Any], Any] | None"], ...],
+PreparedRow = tuple[Shaped, tuple[tuple[str, str, str, str, "tuple[dict[str, Any], Any] | None"], ...],
                     tuple[tuple[int, tuple[tuple[str, ...], ...]], ...]]
 
 
@@ -197,12 +199,6 @@ def insert_shaped(conn: Connection, groups: dict[bytes, list[tuple[Any, ...]]]) 
             sql = _SHAPED_SQL[(shape, m)] = (f"INSERT INTO quality_resource ({', '.join(_QR_SHAPED)}) "
                                              f"VALUES ({vals}, {m})")
         conn.exec_driver_sql(sql, rows)
-
-
-def prepared_task_id(rtype: str, rid: str, rule: str) -> str:
-    """The id of the Task of a finding made in the importer's worker, before the finding has a row
-    id: ``qf-t`` and a digest of (record, rule) — unique as the finding is (one per record × rule)."""
-    return "qf-t" + hashlib.blake2b(f"{rtype}/{rid}/{rule}".encode(), digest_size=15).hexdigest()
 
 
 def task_doc(rules: Rules, task_id: str, rtype: str, rid: str, rule: str, message: str, subject: str | None,
@@ -295,7 +291,9 @@ class QualityService:
         self.offset = rules.f.timezone_offset_hours
         self._dims: dict[str, str] = {}
         self._reg_orgs: tuple[float, list[str]] | None = None
-        self._tasks_imp: Any = None
+        #: Tasks the import worker made for findings (by record and rule: the document but its id, and
+        #: its index rows), waiting for the batch phase to store them
+        self._prepared_tasks: dict[tuple[str, str, str], tuple[dict[str, Any], Any]] = {}
         #: the range of imported rows (``seq``) whose institutions IMPORT_LOADED resolved and committed
         self._inherited: tuple[int, int] | None = None
 
@@ -339,11 +337,8 @@ class QualityService:
         """Check a batch's new resources with the sender's upload time, in the batch's transaction."""
         groups: dict[bytes, list[tuple[Any, ...]]] = {}  # quality_resource rows by shape
         frows: list[tuple[Any, ...]] = []
-        tasks: list[tuple[int, dict[str, Any]]] = []  # Tasks the worker made, stored with the batch
-        task_ix: dict[int, Any] = {}
-        # (strict reference integrity checks a batch's references at its commit: an owner or subject
-        # loaded later in the run would fail it, so those Tasks wait for the batch phase as the others)
-        keep_tasks = self.tasks and self.store.settings.reference_integrity != "strict"
+        # Tasks the worker made, kept for the batch phase (which gives them their ids and stores them)
+        made = self._prepared_tasks if self.tasks and len(self._prepared_tasks) < PREPARED_TASKS_MAX else None
         now = now_us()
         check, dim = self.checker.check, self.dimension
         for it in items:
@@ -364,13 +359,9 @@ class QualityService:
                     rows = groups[shape] = []
                 rows.append((*vals, it.rid))
                 for rule, d, path, msg, task in found:
-                    tid = None
-                    if task is not None and keep_tasks:
-                        tid, doc, ix = task
-                        tasks.append((0, doc))
-                        task_ix[id(doc)] = ix
-                    frows.append((it.resource_type, it.id, 1, rule, d, path, msg, subject, inst, day, "open",
-                                  now, tid))
+                    if task is not None and made is not None:
+                        made[(it.resource_type, it.id, rule)] = task
+                    frows.append((it.resource_type, it.id, 1, rule, d, path, msg, subject, inst, day, "open", now))
                 continue
             sent = _sent(it.sent)
             # a file's records without their sender's upload time (a migration of old data): when the
@@ -380,22 +371,9 @@ class QualityService:
             groups.setdefault(shape, []).append((*vals, it.rid))
             for f in fx.findings:
                 frows.append((it.resource_type, it.id, 1, f.rule, dim(f.rule), f.path, f.message,
-                              fx.subject, fx.institution, day, "open", now, None))
+                              fx.subject, fx.institution, day, "open", now))
         insert_shaped(tx.conn, groups)
-        _insert_many(tx.conn, "quality_finding", (*_QF_COLS, "task"), frows)
-        if tasks:  # through the importer's fast path, with the index rows the worker made
-            self._task_writer()._insert_new(tx, tasks, task_ix)
-
-    def _task_writer(self) -> Any:
-        """An importer (its fast path only) for the Tasks :class:`Prepare` made: their index rows
-        are keyed with the codec already, as the importer's worker keys its own."""
-        w = self._tasks_imp
-        if w is None or w.store is not self.store:
-            from phip.importer.loader import Importer
-
-            w = self._tasks_imp = Importer(self.store, parallel=False)
-            w._worker_seals = True
-        return w
+        _insert_many(tx.conn, "quality_finding", _QF_COLS, frows)
 
     # -- phip import: the batch phase ----------------------------------------------------------------------
     def on_loaded(self, store: Any, _loaded: dict[str, int]) -> None:
@@ -796,10 +774,23 @@ class QualityService:
         if not rows:
             return
         now = now_us()
+        made, self._prepared_tasks = self._prepared_tasks, {}
         imp = Importer(self.store, parallel=False)
+        imp._worker_seals = True  # the index rows :class:`Prepare` made are keyed with the codec already
         for i in range(0, len(rows), 1000):
             chunk = rows[i:i + 1000]
-            imp._insert_new(tx, [(0, self._task(r[0], r[1], r[2], r[3], r[4], r[5], r[6], now)) for r in chunk])
+            docs: list[tuple[int, dict[str, Any]]] = []
+            ready: dict[int, Any] = {}
+            for r in chunk:
+                doc = self._task(r[0], r[1], r[2], r[3], r[4], r[5], r[6], now)
+                pre = made.get((r[1], r[2], r[3]))
+                # the import worker's Task, if it is this one (the finding's message, subject and
+                # institution unchanged) but for its id and when it was made: no index extraction here
+                if pre is not None and dict(pre[0], id=doc["id"], authoredOn=doc["authoredOn"]) == doc:
+                    doc = dict(pre[0], id=doc["id"])
+                    ready[id(doc)] = pre[1]
+                docs.append((0, doc))
+            imp._insert_new(tx, docs, ready)
             conn.exec_driver_sql(f"UPDATE quality_finding SET task = {_mark(conn)} WHERE id = {_mark(conn)}",
                                  [(f"qf-{r[0]}", r[0]) for r in chunk])
 
