@@ -92,6 +92,35 @@ def test_code_bindings_use_the_terminology_service_when_present() -> None:
     assert "conformance.Condition.diagnosis-icd10" in rules_of(cond)
 
 
+def test_value_set_checks_split_between_the_import_worker_and_the_writer() -> None:
+    """The codes gathered without the terminology service (the import worker) give the findings of
+    the whole check (the writer): same rules, paths and messages, the first bad code of a binding."""
+    ck = Checker(load())
+    sex = {"url": "urn:phip:ext:sex-gbt2261",
+           "valueCodeableConcept": {"coding": [{"system": "urn:oid:2.16.156.10011.2.3.3.4", "code": "1"},
+                                               {"system": "urn:oid:2.16.156.10011.2.3.3.4", "code": "7"}]}}
+    icd = "urn:oid:2.16.156.10011.2.3.3.11"
+    cases = [
+        patient(), patient(extension=[sex]), patient(extension=[sex, dict(sex)]),
+        {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+         "code": {"coding": [{"system": icd, "code": "I10"}, {"system": icd, "code": "bad"},
+                             {"system": icd, "code": "worse"}, {"system": "http://other", "code": "x"}]}},
+        {"resourceType": "Condition", "id": "c2", "code": {"coding": [{"system": icd, "code": "E11.9"}]}},
+    ]
+    seen = set()
+    for res in cases:
+        whole: list[Any] = []
+        ck.check_codes(res["resourceType"], res, whole)
+        split: list[Any] = []
+        ck.check_candidates(res["resourceType"], ck.code_candidates(res["resourceType"], res), split)
+        assert split == whole
+        seen.update((f.rule, f.message) for f in whole)
+    assert {r for r, _m in seen} == {"conformance.Patient.sex-gbt2261", "conformance.Condition.diagnosis-icd10"}
+    assert any("'7'" in m for _r, m in seen) and any("'bad'" in m for _r, m in seen)
+    assert not ck.code_candidates("Condition", {"resourceType": "Condition", "code": {"coding": [
+        {"system": "http://other", "code": "x"}]}})
+
+
 def test_completeness_conditions() -> None:
     obs = {"resourceType": "Observation", "id": "o1", "status": "final",
            "category": [{"coding": [{"code": "survey"}]}], "code": {"text": "x"},

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import sqlalchemy as sa
 
 from .test_flow import _encounter, _now, _org, _patient
@@ -90,11 +91,27 @@ def test_a_file_without_upload_times_is_not_judged_late(node: Any, tmp_path: Pat
     assert received == 2
 
 
-def test_import_tasks_made_before_the_index_rebuild_are_searchable(node: Any, tmp_path: Path) -> None:
+def test_import_tasks_made_before_the_index_rebuild_are_searchable(node: Any, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A large load rebuilds the search indexes at the end; the Tasks written for its findings
     before that (IMPORT_LOADED) are found by owner and status afterwards, one per finding."""
     from phip.importer.loader import Importer
     from phip.quality.tables import quality_finding as QF
+    from phip.store import schema as S
+
+    # what the store holds when the rebuild starts: the Tasks made at IMPORT_LOADED (a small file is
+    # loaded in this process, so no Task was made with its record in the importer's worker)
+    at_rebuild: list[tuple[set[str], set[str]]] = []
+    rebuild = node.store.ensure_indexes
+
+    def spy(*a: Any, **k: Any) -> Any:
+        with node.store.engine.connect() as conn:
+            at_rebuild.append((
+                {r[0] for r in conn.execute(sa.select(S.resources.c.id).where(S.resources.c.type == "Task"))},
+                {r[0] for r in conn.execute(sa.select(QF.c.task).where(QF.c.status == "open"))}))
+        return rebuild(*a, **k)
+
+    monkeypatch.setattr(node.store, "ensure_indexes", spy)
 
     up = "2025-03-20T10:00:00+08:00"
     docs = [{"resourceType": "Organization", "id": "h1", "name": "医院"},
@@ -109,3 +126,11 @@ def test_import_tasks_made_before_the_index_rebuild_are_searchable(node: Any, tm
     assert tasks and None not in tasks
     found = node.store.repository().find("Task", "owner=Organization/h1&status=requested")
     assert {r.id for r in found} == tasks
+    # the visit's late upload was found per batch: its Task was written before the rebuild, none after
+    # it but the registration's (found in the batch phase, AFTER_IMPORT)
+    assert len(at_rebuild) == 1
+    before, assigned = at_rebuild[0]
+    assert len(before) == 1 and assigned == before
+    with node.store.engine.connect() as conn:
+        late_reg = conn.execute(sa.select(QF.c.task).where(QF.c.rule == "timeliness.Patient")).scalar_one()
+    assert tasks == before | {late_reg} and late_reg not in before

@@ -101,9 +101,18 @@ def test_checks_in_the_import_worker_match_the_serial_path(node: Any, region: Pa
         real(self, tx, items)
 
     monkeypatch.setattr(engine.QualityService, "on_import_batch", spy)
+    ready: list[int] = []  # Tasks stored with the index rows the worker made
+    insert_new = loader.Importer._insert_new
+
+    def spy_insert(self: Any, tx: Any, fresh: list[Any], indexes: Any = None, extras: Any = None) -> None:
+        if fresh and all(r["resourceType"] == "Task" for _n, r in fresh):
+            ready.append(sum(1 for _n, r in fresh if indexes and id(r) in indexes))
+        insert_new(self, tx, fresh, indexes, extras)
+
+    monkeypatch.setattr(loader.Importer, "_insert_new", spy_insert)
     monkeypatch.setattr(loader, "PARALLEL_MIN_BYTES", 0)
     _import(node, region)  # serial
-    assert sum(used) == 0
+    assert sum(used) == 0 and sum(ready) == 0
     other = init_node(tmp_path / "parallel", db=f"sqlite:///{tmp_path / 'parallel.db'}", region="510104",
                       name="parallel")
     try:
@@ -128,6 +137,33 @@ def test_checks_in_the_import_worker_match_the_serial_path(node: Any, region: Pa
         f2, r2 = rows(other)
         assert len(f1) > 100 and f1 == f2
         assert r1 == r2
+
+        def tasks(n: Any) -> dict[tuple[str, str, str], Any]:
+            repo = n.store.repository()
+            with n.store.engine.connect() as conn:
+                open_ = conn.exec_driver_sql("SELECT rtype, rid, rule, task, id FROM quality_finding "
+                                             "WHERE status = 'open'").all()
+            out = {}
+            for rtype, rid, rule, task, fid in open_:
+                assert task == f"qf-{fid}"
+                t = repo.read("Task", task).resource()
+                out[(rtype, rid, rule)] = (task, t["status"], t["intent"], t["code"], t["description"], t["focus"],
+                                           t.get("for"), t.get("owner"))
+            return out
+
+        # the Tasks built with their records in the worker are the serial path's, and found by their
+        # owner through the index rows made there
+        t1, t2 = tasks(node), tasks(other)
+        assert {k: v[1:] for k, v in t1.items()} == {k: v[1:] for k, v in t2.items()}
+        assert sum(ready) > 0.3 * len(t2)
+        owners: dict[str, set[str]] = {}
+        for v in t2.values():
+            if v[-1] is not None:
+                owners.setdefault(v[-1]["reference"], set()).add(v[0])
+        repo = other.store.repository()
+        for owner, ids in owners.items():
+            found = {r.id for r in repo.find("Task", f"owner={owner}&status=requested", limit=10_000)}
+            assert found == ids
         # the worker's keyed values are the writing process's (a REST write is compared with them)
         svc = other.ext["quality"]
         with other.store.engine.connect() as conn:
@@ -139,8 +175,8 @@ def test_checks_in_the_import_worker_match_the_serial_path(node: Any, region: Pa
             fx = svc.checker.check("Patient", rid, res, 0)
             assert fx.ref is not None
             assert (svc._key("i", fx.ref[0]), svc._key("n", fx.ref[1])) == (idkey, namekey)
-            row, _found = engine.Prepare(svc)(res) or ((), ())  # called in this process, not sent
-            assert row[engine._QR_COLS.index("idkey")] == idkey
+            row, _found, _codes = engine.Prepare(svc)(res) or ((), (), ())  # called in this process, not sent
+            assert engine.unshaped(row)["idkey"] == idkey
         assert len(stored) > 20 and other.store.codec is not None
     finally:
         other.close()

@@ -429,6 +429,32 @@ class Checker:
                                      f"{b.title}：代码 {bad[0]!r} 不在值集内"))
                     break
 
+    def code_candidates(self, rtype: str, res: dict[str, Any]) -> tuple[tuple[int, tuple[tuple[str, ...], ...]], ...]:
+        """What :meth:`check_codes` judges, gathered without the terminology service (in the importer's
+        worker): per binding of the type (its position) that has any, the codes of its system in each holder."""
+        out = []
+        for k, (b, parts) in enumerate(self.bindings.get(rtype, ())):
+            holders = _extension(res, b.extension) if b.extension else [res]
+            per = tuple(tuple(c["code"] for c in walk(h, parts)
+                              if isinstance(c, dict) and c.get("system") == b.system and isinstance(c.get("code"), str))
+                        for h in holders)
+            if any(per):
+                out.append((k, per))
+        return tuple(out)
+
+    def check_candidates(self, rtype: str, candidates: tuple[tuple[int, tuple[tuple[str, ...], ...]], ...],
+                         out: list[Found]) -> None:
+        """:meth:`check_codes` on what :meth:`code_candidates` gathered from the same resource."""
+        bindings = self.bindings.get(rtype, ())
+        for k, per in candidates:
+            b = bindings[k][0]
+            for codes in per:
+                bad = [c for c in codes if not self.code_ok(b.system, c, b.valueset)]
+                if bad:
+                    out.append(Found(f"conformance.{rtype}.{b.id}", f"{rtype}.{b.path}",
+                                     f"{b.title}：代码 {bad[0]!r} 不在值集内"))
+                    break
+
     @staticmethod
     def _key_value(res: dict[str, Any], parts: tuple[str, ...], idcheck: gb11643.IdCheck | None) -> str:
         if parts == ("$id_number",):

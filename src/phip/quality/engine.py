@@ -53,13 +53,20 @@ TASK_RULE_SYSTEM = "urn:phip:cs:quality-rule"
 _QR_COLS = ("rtype", "rid", "version", "institution", "via_type", "via_id", "subject", "pid", "day", "received",
             "event", "gender", "birth", "death", "xrule", "ukey", "uid", "seq", *[f"f_{d}" for d in FLAG_DIMENSIONS],
             "idkey", "namekey", "phonekey", "addrkey")
+#: the columns of an imported row as :func:`shaped` gives them: ``seq`` (the writing process's) last
+_QR_SHAPED = (*(c for c in _QR_COLS if c != "seq"), "seq")
+_LITERALS = frozenset(i for i, c in enumerate(_QR_SHAPED) if c == "version" or c.startswith("f_"))
+_CONFORMANCE = _QR_SHAPED.index("f_conformance")
+_BOUND, _NULL = ord("?"), ord("N")
 _SEQ = _QR_COLS.index("seq")
-_CONFORMANCE = _QR_COLS.index("f_conformance")
+_SUBJECT, _INSTITUTION, _DAY = (_QR_COLS.index(c) for c in ("subject", "institution", "day"))
 _QF_COLS = ("rtype", "rid", "version", "rule", "dimension", "path", "message", "subject", "institution", "day",
             "status", "detected")
 
 
 PREPARED = "quality"
+#: at most this many Tasks made by the import worker are kept for the batch phase (the rest are made there)
+PREPARED_TASKS_MAX = 500_000
 
 
 class Prepare:
@@ -68,12 +75,18 @@ class Prepare:
     resource that carries its id and its sender's upload time (what the writing process would use).
 
     Returns what the writing process inserts, as plain tuples (cheap to send back): the
-    ``quality_resource`` row (its ``seq`` still 0) and each finding as (rule, dimension, path, message)."""
+    ``quality_resource`` row as :func:`shaped` gives it (without ``seq``) and each finding as (rule, dimension, path,
+    message, task), where task is None or, when the record names its institution itself (so the
+    batch phase cannot change the owner), the finding's FHIR Task but for its id (the finding's row
+    id, not known yet): (the document, its search index rows — keyed with the node's codec like the
+    worker's own index rows); then the codes the value-set checks are to judge
+    (:meth:`Checker.code_candidates`)."""
 
     name = PREPARED
 
     def __init__(self, svc: QualityService) -> None:
         self.rules = svc.rules
+        self.tasks = svc.tasks
         self._svc: QualityService | None = svc
         self._codec: Any = None
         self._checker: Checker | None = None
@@ -81,10 +94,12 @@ class Prepare:
 
     def __getstate__(self) -> dict[str, Any]:
         # the store's codec travels with it: the registry keys are keyed blind values (as the writer's)
-        return {"rules": self.rules, "codec": self._svc.store.codec if self._svc is not None else self._codec}
+        return {"rules": self.rules, "tasks": self.tasks,
+                "codec": self._svc.store.codec if self._svc is not None else self._codec}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.rules = state["rules"]
+        self.tasks = state.get("tasks", True)
         self._codec = state["codec"]
         self._svc = None
         self._checker = None
@@ -102,9 +117,24 @@ class Prepare:
         fx = self._checker.check(rtype, rid, res, received, codes=False)
         dim = self._dimension
         codec = self._svc.store.codec if self._svc is not None else self._codec  # (not sent: this process)
-        row = facts_row(rtype, rid, 1, fx, 0, dim, lambda kind, v: value_key(codec, kind, v),
-                        self.rules.f.timezone_offset_hours)
-        return row, tuple((f.rule, dim(f.rule), f.path, f.message) for f in fx.findings)
+        row = shaped(facts_row(rtype, rid, 1, fx, 0, dim, lambda kind, v: value_key(codec, kind, v),
+                               self.rules.f.timezone_offset_hours))
+        codes = self._checker.code_candidates(rtype, res)
+        inst = fx.institution
+        if not fx.findings or not self.tasks or inst is None:
+            return row, tuple((f.rule, dim(f.rule), f.path, f.message, None) for f in fx.findings), codes
+        # the institution is the record's own: the finding's Task is final, made here
+        from phip.fhir.search.extract import index_resource
+
+        now = now_us()
+        out = []
+        for f in fx.findings:
+            task = task_doc(self.rules, "", rtype, rid, f.rule, f.message, fx.subject, inst, now)
+            ix = index_resource(task)  # (the id is not indexed: _id is the stored row's)
+            if codec is not None:
+                codec.index("Task", task, ix)
+            out.append((f.rule, dim(f.rule), f.path, f.message, (task, ix)))
+        return row, tuple(out), codes
 
     def _dimension(self, rule: str) -> str:
         d = self._dims.get(rule)
@@ -113,8 +143,85 @@ class Prepare:
         return d
 
 
-#: what :class:`Prepare` sends back: the ``quality_resource`` row and the findings
-PreparedRow = tuple[tuple[Any, ...], tuple[tuple[str, str, str, str], ...]]
+#: a ``quality_resource`` row as :func:`shaped` gives it
+Shaped = tuple[bytes, tuple[Any, ...], str | None, str | None, int]
+#: what :class:`Prepare` sends back: the ``quality_resource`` row, the findings (with their Tasks) and
+#: the codes for the value-set checks (:meth:`Checker.code_candidates`)
+PreparedRow = tuple[Shaped, tuple[tuple[str, str, str, str, "tuple[dict[str, Any], Any] | None"], ...],
+                    tuple[tuple[int, tuple[tuple[str, ...], ...]], ...]]
+
+
+def shaped(row: tuple[Any, ...]) -> Shaped:
+    """A ``quality_resource`` row (``_QR_COLS``; its ``seq`` left out) for :func:`insert_shaped`: its
+    shape — per column of ``_QR_SHAPED`` but ``seq``, bound (``?``), NULL (``N``) or a literal 0/1
+    (the version and the dimension flags) — and the values to bind; then its subject, institution
+    and day (what its findings need).  Most of a row's columns are NULL or 0 (the Patient columns
+    on any other record): written into the statement, they cost nothing to bind."""
+    shape = bytearray()
+    vals = []
+    for i, v in enumerate((*row[:_SEQ], *row[_SEQ + 1:])):
+        if v is None:
+            shape.append(_NULL)
+        elif i in _LITERALS and type(v) is int and (v == 0 or v == 1):
+            shape.append(48 + v)
+        else:
+            shape.append(_BOUND)
+            vals.append(v)
+    return bytes(shape), tuple(vals), row[_SUBJECT], row[_INSTITUTION], row[_DAY]
+
+
+def unshaped(row: Shaped, seq: int = 0) -> dict[str, Any]:
+    """The columns and values of a :func:`shaped` row."""
+    shape, vals, *_ = row
+    it = iter(vals)
+    out = {c: next(it) if ch == _BOUND else None if ch == _NULL else ch - 48 for c, ch in
+           zip(_QR_SHAPED[:-1], shape, strict=True)}
+    out["seq"] = seq
+    return out
+
+
+_SHAPED_SQL: dict[tuple[bytes, str], str] = {}
+_SHAPE_CHARS = frozenset(b"?N01")
+
+
+def insert_shaped(conn: Connection, groups: dict[bytes, list[tuple[Any, ...]]]) -> None:
+    """Insert :func:`shaped` rows, grouped by shape, each with its ``seq`` appended to its values:
+    one ``executemany`` per shape."""
+    m = _mark(conn)
+    for shape, rows in groups.items():
+        sql = _SHAPED_SQL.get((shape, m))
+        if sql is None:
+            if len(shape) != len(_QR_SHAPED) - 1 or not set(shape) <= _SHAPE_CHARS:
+                raise ValueError(f"not a quality_resource row shape: {shape!r}")
+            if len(_SHAPED_SQL) >= 4096:
+                _SHAPED_SQL.clear()
+            vals = ", ".join(m if ch == _BOUND else "NULL" if ch == _NULL else chr(ch) for ch in shape)
+            sql = _SHAPED_SQL[(shape, m)] = (f"INSERT INTO quality_resource ({', '.join(_QR_SHAPED)}) "
+                                             f"VALUES ({vals}, {m})")
+        conn.exec_driver_sql(sql, rows)
+
+
+def task_doc(rules: Rules, task_id: str, rtype: str, rid: str, rule: str, message: str, subject: str | None,
+             inst: str | None, now: int) -> dict[str, Any]:
+    """The FHIR Task assigning a finding to the record's institution."""
+    info = rules.catalogue.get(rule)
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "id": task_id,
+        "status": "requested",
+        "intent": "order",
+        "code": {"coding": [{"system": TASK_RULE_SYSTEM, "code": rule,
+                             **({"display": info.title} if info else {})}],
+                 "text": info.title if info else rule},
+        "description": message,
+        "focus": {"reference": f"{rtype}/{rid}"},
+        "authoredOn": to_instant(now),
+    }
+    if subject and subject.startswith("Patient/"):
+        task["for"] = {"reference": subject}
+    if inst and inst != UNKNOWN:
+        task["owner"] = {"reference": f"Organization/{inst}"}
+    return task
 
 
 def dimension_of(rules: Rules, rule: str) -> str:
@@ -184,6 +291,11 @@ class QualityService:
         self.offset = rules.f.timezone_offset_hours
         self._dims: dict[str, str] = {}
         self._reg_orgs: tuple[float, list[str]] | None = None
+        #: Tasks the import worker made for findings (by record and rule: the document but its id, and
+        #: its index rows), waiting for the batch phase to store them
+        self._prepared_tasks: dict[tuple[str, str, str], tuple[dict[str, Any], Any]] = {}
+        #: the range of imported rows (``seq``) whose institutions IMPORT_LOADED resolved and committed
+        self._inherited: tuple[int, int] | None = None
 
     def set_terminology(self, terminology: CodeValidator | None) -> None:
         self.checker.terminology = terminology
@@ -223,8 +335,10 @@ class QualityService:
     # -- phip import: per batch --------------------------------------------------------------------------
     def on_import_batch(self, tx: Any, items: list[ImportedItem]) -> None:
         """Check a batch's new resources with the sender's upload time, in the batch's transaction."""
-        qrows: list[tuple[Any, ...]] = []
+        groups: dict[bytes, list[tuple[Any, ...]]] = {}  # quality_resource rows by shape
         frows: list[tuple[Any, ...]] = []
+        # Tasks the worker made, kept for the batch phase (which gives them their ids and stores them)
+        made = self._prepared_tasks if self.tasks and len(self._prepared_tasks) < PREPARED_TASKS_MAX else None
         now = now_us()
         check, dim = self.checker.check, self.dimension
         for it in items:
@@ -232,28 +346,33 @@ class QualityService:
                 continue
             pre = it.prepared.get(PREPARED) if it.prepared else None
             if pre is not None:  # checked in the importer's worker: only the value-set checks are left
-                row, found = pre
-                row = (*row[:_SEQ], it.rid, *row[_SEQ + 1:])
+                (shape, vals, subject, inst, day), found, candidates = pre
                 codes: list[Found] = []
-                self.checker.check_codes(it.resource_type, it.resource, codes)
+                if candidates:
+                    self.checker.check_candidates(it.resource_type, candidates, codes)
                 if codes:
-                    found = (*found, *((f.rule, dim(f.rule), f.path, f.message) for f in codes))
-                    if not row[_CONFORMANCE]:
-                        row = (*row[:_CONFORMANCE], 1, *row[_CONFORMANCE + 1:])
-                qrows.append(row)
-                frows.extend((it.resource_type, it.id, 1, rule, d, path, msg, row[6], row[3], row[8], "open", now)
-                             for rule, d, path, msg in found)
+                    found = (*found, *((f.rule, dim(f.rule), f.path, f.message, None) for f in codes))
+                    if shape[_CONFORMANCE] == 48:
+                        shape = shape[:_CONFORMANCE] + b"1" + shape[_CONFORMANCE + 1:]
+                rows = groups.get(shape)
+                if rows is None:
+                    rows = groups[shape] = []
+                rows.append((*vals, it.rid))
+                for rule, d, path, msg, task in found:
+                    if task is not None and made is not None:
+                        made[(it.resource_type, it.id, rule)] = task
+                    frows.append((it.resource_type, it.id, 1, rule, d, path, msg, subject, inst, day, "open", now))
                 continue
             sent = _sent(it.sent)
             # a file's records without their sender's upload time (a migration of old data): when the
             # source received them is unknown, so they are not judged late against the load's own time
             fx = check(it.resource_type, it.id, it.resource, now if sent is None else sent, timely=sent is not None)
-            row = self._row(it.resource_type, it.id, 1, fx, it.rid)
-            qrows.append(row)
+            shape, vals, _subject, _inst, day = shaped(self._row(it.resource_type, it.id, 1, fx, it.rid))
+            groups.setdefault(shape, []).append((*vals, it.rid))
             for f in fx.findings:
                 frows.append((it.resource_type, it.id, 1, f.rule, dim(f.rule), f.path, f.message,
-                              fx.subject, fx.institution, row[8], "open", now))
-        _insert_many(tx.conn, "quality_resource", _QR_COLS, qrows)
+                              fx.subject, fx.institution, day, "open", now))
+        insert_shaped(tx.conn, groups)
         _insert_many(tx.conn, "quality_finding", _QF_COLS, frows)
 
     # -- phip import: the batch phase ----------------------------------------------------------------------
@@ -262,6 +381,7 @@ class QualityService:
         and a Task for each finding so far — one bulk write, cheaper while the value indexes are
         being rebuilt anyway.  ``process`` at ``AFTER_IMPORT`` does the rest (and all of it when a
         caller never fires this point)."""
+        self._inherited = None
         with store.write_tx() as tx:
             conn = tx.conn
             m = _mark(conn)
@@ -270,6 +390,9 @@ class QualityService:
                 self._inherit(conn, f"seq > {m} AND seq <= {m}", (mark, top), None)
             if self.tasks:
                 self._tasks_bulk(tx)
+        # committed: the batch phase need not look for institutions in these rows again (none is left
+        # without one; rows written since, by REST or another import, move the range and it does)
+        self._inherited = (mark, top)
 
     def on_after_import(self, store: Any, _loaded: dict[str, int]) -> None:
         with store.write_tx() as tx:
@@ -304,8 +427,11 @@ class QualityService:
             where, args = f"seq > {m} AND seq <= {m}", (mark, top)
         else:
             where, args = f"rtype = {m} AND rid = {m}", (key.rtype, key.rid)
-        # 1. institutions inherited from the encounter / subject
-        self._inherit(conn, where, args, key, resolve=fx is None or fx.institution is None)
+        # 1. institutions inherited from the encounter / subject (unless IMPORT_LOADED did it for these rows)
+        if key is not None or self._inherited != args:
+            self._inherit(conn, where, args, key, resolve=fx is None or fx.institution is None)
+        if key is None:
+            self._inherited = None
         # 2. cross-record checks
         cross = self._cross(conn, where, args, fx)
         now = now_us()
@@ -617,24 +743,8 @@ class QualityService:
     # -- Tasks ------------------------------------------------------------------------------------------------
     def _task(self, fid: int, rtype: str, rid: str, rule: str, message: str, subject: str | None,
               inst: str | None, now: int) -> dict[str, Any]:
-        info = self.rules.catalogue.get(rule)
-        task: dict[str, Any] = {
-            "resourceType": "Task",
-            "id": f"qf-{fid}",  # the finding's id: GET /quality/findings lists it as ``task``
-            "status": "requested",
-            "intent": "order",
-            "code": {"coding": [{"system": TASK_RULE_SYSTEM, "code": rule,
-                                 **({"display": info.title} if info else {})}],
-                     "text": info.title if info else rule},
-            "description": message,
-            "focus": {"reference": f"{rtype}/{rid}"},
-            "authoredOn": to_instant(now),
-        }
-        if subject and subject.startswith("Patient/"):
-            task["for"] = {"reference": subject}
-        if inst and inst != UNKNOWN:
-            task["owner"] = {"reference": f"Organization/{inst}"}
-        return task
+        # the finding's id: GET /quality/findings lists it as ``task``
+        return task_doc(self.rules, f"qf-{fid}", rtype, rid, rule, message, subject, inst, now)
 
     def _new_task(self, conn: Connection, fid: int, key: ResKey, f: Found, subject: str | None,
                   inst: str | None, now: int) -> None:
@@ -664,10 +774,23 @@ class QualityService:
         if not rows:
             return
         now = now_us()
+        made, self._prepared_tasks = self._prepared_tasks, {}
         imp = Importer(self.store, parallel=False)
+        imp._worker_seals = True  # the index rows :class:`Prepare` made are keyed with the codec already
         for i in range(0, len(rows), 1000):
             chunk = rows[i:i + 1000]
-            imp._insert_new(tx, [(0, self._task(r[0], r[1], r[2], r[3], r[4], r[5], r[6], now)) for r in chunk])
+            docs: list[tuple[int, dict[str, Any]]] = []
+            ready: dict[int, Any] = {}
+            for r in chunk:
+                doc = self._task(r[0], r[1], r[2], r[3], r[4], r[5], r[6], now)
+                pre = made.get((r[1], r[2], r[3]))
+                # the import worker's Task, if it is this one (the finding's message, subject and
+                # institution unchanged) but for its id and when it was made: no index extraction here
+                if pre is not None and dict(pre[0], id=doc["id"], authoredOn=doc["authoredOn"]) == doc:
+                    doc = dict(pre[0], id=doc["id"])
+                    ready[id(doc)] = pre[1]
+                docs.append((0, doc))
+            imp._insert_new(tx, docs, ready)
             conn.exec_driver_sql(f"UPDATE quality_finding SET task = {_mark(conn)} WHERE id = {_mark(conn)}",
                                  [(f"qf-{r[0]}", r[0]) for r in chunk])
 
