@@ -155,7 +155,8 @@ def create_node(backend: str, data: Path) -> Any:
 
     drop_node(data)
     data.parent.mkdir(parents=True, exist_ok=True)
-    url = db_url_for(backend, data)
+    # SQLite: the node's own default, relative to its folder ({data}), so a copied node is its own
+    url = None if backend == "sqlite" else db_url_for(backend, data)
     return init_node(data, db=url, region="510100", name="bench")
 
 
