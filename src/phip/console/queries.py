@@ -24,6 +24,7 @@ from phip.store import schema as S
 
 def _counter_conds(QC: Any, *, institution: str | None, rtype: str | None, day_from: int | None,
                    day_to: int | None) -> list[Any]:
+    """The filters of a table with institution, rtype and day columns (the counters, the findings)."""
     conds: list[Any] = []
     if institution:
         conds.append(QC.c.institution == institution)
@@ -109,13 +110,7 @@ def rule_summary(svc: Any, *, institution: str, day_from: int | None, day_to: in
     """An institution's findings per rule: how many open, resolved and cancelled (most open first)."""
     from phip.quality.tables import quality_finding as QF
 
-    conds: list[Any] = [QF.c.institution == institution]
-    if rtype:
-        conds.append(QF.c.rtype == rtype)
-    if day_from is not None:
-        conds.append(QF.c.day >= day_from)
-    if day_to is not None:
-        conds.append(QF.c.day <= day_to)
+    conds = _counter_conds(QF, institution=institution, rtype=rtype, day_from=day_from, day_to=day_to)
     per: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: {"open": 0, "resolved": 0, "cancelled": 0})
     with svc.store.read_conn() as conn:
         for rule, dim, status, n in conn.execute(
