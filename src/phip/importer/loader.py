@@ -107,8 +107,9 @@ class Importer:
         self.report = ImportReport()
         self._pending: deque[tuple[Future[list[Prepared]], Path, str, int, bool]] = deque()
         self._worker_seals = False  # index rows prepared by the worker carry blind values already
-        #: what an earlier run loaded but did not see through its batch phase (it was cut off)
-        self._owed = self._read_owed()
+        #: what an earlier run loaded but did not see through its batch phase (it was cut off); read
+        #: when first needed (an Importer made only for ``_insert_new`` never reads it)
+        self._owed: dict[str, int] | None = None
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def _done_lines(self, key: str) -> int:
@@ -125,20 +126,25 @@ class Importer:
             conn.execute(S.jobs.insert().values(id=key, kind="import", request=str(path), owner=None, created=now,
                                                 **vals))
         # committed with the data: until the batch phase has run, the next run owes it these types
-        owed = orjson.dumps(self._loaded()).decode()
+        owed = orjson.dumps(self._loaded(conn)).decode()
         if conn.execute(S.jobs.update().where(S.jobs.c.id == OWED_JOB).values(progress=owed, updated=now)
                         ).rowcount == 0:
             conn.execute(S.jobs.insert().values(id=OWED_JOB, kind="import", status="running",
                                                 request="batch phase owed", owner=None, created=now, updated=now,
                                                 progress=owed))
 
-    def _read_owed(self) -> dict[str, int]:
-        with self.store.engine.connect() as conn:
-            rec = conn.execute(sa.select(S.jobs.c.progress).where(S.jobs.c.id == OWED_JOB)).first()
-        return {str(k): int(v) for k, v in orjson.loads(rec[0]).items()} if rec is not None and rec[0] else {}
-
-    def _loaded(self) -> dict[str, int]:
-        """This run's loaded resources by type, with what a cut-off earlier run left for the batch phase."""
+    def _loaded(self, conn: sa.Connection | None = None) -> dict[str, int]:
+        """This run's loaded resources by type, with what a cut-off earlier run left for the batch phase
+        (read through ``conn``, the batch's transaction, when given)."""
+        if self._owed is None:
+            q = sa.select(S.jobs.c.progress).where(S.jobs.c.id == OWED_JOB)
+            if conn is not None:
+                rec = conn.execute(q).first()
+            else:
+                with self.store.engine.connect() as c:
+                    rec = c.execute(q).first()
+            self._owed = ({str(k): int(v) for k, v in orjson.loads(rec[0]).items()} if rec is not None and rec[0]
+                          else {})
         out = dict(self._owed)
         for t, n in self.report.by_type.items():
             out[t] = out.get(t, 0) + n
