@@ -180,3 +180,31 @@ def test_checks_in_the_import_worker_match_the_serial_path(node: Any, region: Pa
         assert len(stored) > 20 and other.store.codec is not None
     finally:
         other.close()
+
+
+def test_a_worker_task_takes_its_inherited_owner_with_the_index_row_the_extractor_makes() -> None:
+    from phip.fhir.search.extract import index_resource
+    from phip.quality import engine
+    from phip.quality.rules import load as load_rules
+
+    rules = load_rules()
+    made = engine.task_doc(rules, "", "Observation", "o-1", "completeness.Observation.performer",
+                           "执行者缺失 (Observation.performer)", "Patient/p-1", None, 1_700_000_000_000_000)
+    assert "owner" not in made  # the record names no institution of its own: the worker leaves it out
+    pre = (made, index_resource(made))
+    # the batch phase's Task: the institution inherited from the encounter, its own id and time
+    doc = engine.task_doc(rules, "qf-7", "Observation", "o-1", "completeness.Observation.performer",
+                          "执行者缺失 (Observation.performer)", "Patient/p-1", "h-2", 1_700_000_100_000_000)
+    got, ix = engine._worker_task(pre, doc)
+    assert got == dict(doc, authoredOn=made["authoredOn"])  # (the worker's time, which its index rows hold)
+    want = index_resource(got)
+    for table in ("strings", "tokens", "dates", "refs", "quantities", "numbers", "uris"):
+        assert sorted(getattr(ix, table), key=repr) == sorted(getattr(want, table), key=repr), table
+    assert ("owner", 0, "Organization", "h-2", None) not in pre[1].refs  # the worker's rows are not changed
+    # another message (the finding changed since): indexed anew by the caller
+    assert engine._worker_task(pre, dict(doc, description="x")) == (dict(doc, description="x"), None)
+    # the record's own institution, as the worker saw it: taken as made
+    own = engine.task_doc(rules, "", "Observation", "o-1", "completeness.Observation.performer",
+                          "执行者缺失 (Observation.performer)", "Patient/p-1", "h-2", 1_700_000_000_000_000)
+    got, ix = engine._worker_task((own, index_resource(own)), dict(doc))
+    assert got == dict(doc, authoredOn=own["authoredOn"]) and ix is not None

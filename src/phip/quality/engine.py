@@ -16,6 +16,7 @@ Two ways in, one set of checks (:class:`~phip.quality.checks.Checker`):
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from collections import defaultdict
@@ -121,9 +122,10 @@ class Prepare:
                                self.rules.f.timezone_offset_hours))
         codes = self._checker.code_candidates(rtype, res)
         inst = fx.institution
-        if not fx.findings or not self.tasks or inst is None:
+        if not fx.findings or not self.tasks:
             return row, tuple((f.rule, dim(f.rule), f.path, f.message, None) for f in fx.findings), codes
-        # the institution is the record's own: the finding's Task is final, made here
+        # the finding's Task, made here but for its id and, when the record names no institution of its
+        # own (it inherits its encounter's or subject's in the batch phase), its owner
         from phip.fhir.search.extract import index_resource
 
         now = now_us()
@@ -222,6 +224,30 @@ def task_doc(rules: Rules, task_id: str, rtype: str, rid: str, rule: str, messag
     if inst and inst != UNKNOWN:
         task["owner"] = {"reference": f"Organization/{inst}"}
     return task
+
+
+def _worker_task(pre: tuple[dict[str, Any], Any], doc: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The Task to store for a finding, and its index rows if the import worker's Task (``pre``: the
+    document and its index rows) is this one — the finding's message, subject and institution
+    unchanged — but for its id, when it was made and, for a record that inherited its institution
+    in the batch phase, the owner: then no index extraction here.  Else ``(doc, None)``."""
+    made, ix = pre
+    same = dict(made, id=doc["id"], authoredOn=doc["authoredOn"])
+    owner = doc.get("owner")
+    if owner is not None and "owner" not in made:
+        same["owner"] = owner
+        ref = owner.get("reference", "")
+        org = ref[13:] if ref.startswith("Organization/") else None
+        if same != doc or not org:
+            return doc, None
+        # the owner's index row, as the extractor makes it for a reference (the codec keys tokens
+        # and strings only, never references)
+        ix = copy.copy(ix)
+        ix.refs = [*ix.refs, ("owner", 0, "Organization", org, None)]
+        return dict(made, id=doc["id"], owner=owner), ix
+    if same != doc:
+        return doc, None
+    return dict(made, id=doc["id"]), ix
 
 
 def dimension_of(rules: Rules, rule: str) -> str:
@@ -784,11 +810,10 @@ class QualityService:
             for r in chunk:
                 doc = self._task(r[0], r[1], r[2], r[3], r[4], r[5], r[6], now)
                 pre = made.get((r[1], r[2], r[3]))
-                # the import worker's Task, if it is this one (the finding's message, subject and
-                # institution unchanged) but for its id and when it was made: no index extraction here
-                if pre is not None and dict(pre[0], id=doc["id"], authoredOn=doc["authoredOn"]) == doc:
-                    doc = dict(pre[0], id=doc["id"])
-                    ready[id(doc)] = pre[1]
+                if pre is not None:
+                    doc, ix = _worker_task(pre, doc)
+                    if ix is not None:
+                        ready[id(doc)] = ix
                 docs.append((0, doc))
             imp._insert_new(tx, docs, ready)
             conn.exec_driver_sql(f"UPDATE quality_finding SET task = {_mark(conn)} WHERE id = {_mark(conn)}",
