@@ -8,10 +8,13 @@ For each ``--workers`` value (default ``1,2``) it starts ``phip serve`` (a subpr
   ``--duration`` seconds after a short warm-up; requests/s and p50/p90/p99/max latency.  The
   load generator is ``wrk`` (a Lua script picks a random path per request) when it is installed,
   else a small asyncio + httpx client (``--client httpx``), which costs far more CPU per request.
-- **transaction bundles**: ``--bundles`` POSTs of a transaction Bundle of 20 new resources (a new
-  patient's visit: Patient, 2 Encounters, Observations, Condition, MedicationRequests,
-  Immunization, ``urn:uuid`` references) from 1, then 4 concurrent httpx clients (``--bundle-clients``);
-  bundles/s, resources/s and latency.  Bundles are built and serialised before the clock starts.
+- **transaction bundles**: POSTs of a transaction Bundle of 20 new resources (a new patient's
+  visit: Patient, 2 Encounters, Observations, Condition, MedicationRequests, Immunization,
+  ``urn:uuid`` references) from 1, then 4 concurrent connections (``--bundle-clients``); bundles/s,
+  resources/s and latency.  Bundles are built and serialised before the clock starts, and each is
+  posted once.  With ``wrk``: ``--bundle-seconds`` (10) a measurement, every response checked (a
+  200 Bundle with 20 entries ``201``); without it (or ``--bundle-seconds 0``), ``--bundles`` posts
+  from asyncio + httpx clients.
 - **RSS** of the server processes (``/proc/<pid>/status``: total, anonymous, file-backed — SQLite's
   mmap counts as file-backed) when idle before the load, and idle again after it.
 
@@ -47,6 +50,8 @@ import gen
 READ_TARGET = 1500  # requests/s
 READ_P99_MS = 10.0
 BUNDLE_TARGET = 100  # bundles/s
+#: bundles made for each second of a wrk bundle run (each is posted once; more than any rate seen)
+BUNDLE_BODIES_PER_S = 250
 
 WRK_LUA = r"""
 local paths = {}
@@ -71,6 +76,69 @@ function done(summary, latency, requests)
     summary.requests, summary.duration, summary.bytes, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), latency.max, latency.mean, summary.errors.status, summary.errors.connect,
     summary.errors.read, summary.errors.write, summary.errors.timeout))
+end
+"""
+
+
+#: transaction bundles from a file (one JSON document a line), each posted once; when they run out, a
+#: GET /healthz stands in (counted as ``spare``: then the run had too few bundles for its duration)
+WRK_BUNDLE_LUA = r"""
+local bodies = {}
+local auth = nil
+local next_i = 1
+ok, bad, entries, spare = 0, 0, 0, 0  -- globals: done() reads them through thread:get
+first_bad = ""
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+  auth = "Bearer " .. args[2]
+end
+
+function request()
+  if next_i > #bodies then
+    return wrk.format("GET", "/healthz", {})
+  end
+  local b = bodies[next_i]
+  next_i = next_i + 1
+  return wrk.format("POST", "/fhir", {["Authorization"] = auth, ["Content-Type"] = "application/fhir+json",
+                                      ["Accept"] = "application/fhir+json"}, b)
+end
+
+function response(status, headers, body)
+  if string.sub(body, 1, 1) ~= "{" or string.find(body, '"resourceType":"Bundle"', 1, true) == nil then
+    if status == 200 then
+      spare = spare + 1
+    else
+      bad = bad + 1
+      if first_bad == "" then first_bad = status .. " " .. string.sub(body, 1, 300) end
+    end
+    return
+  end
+  local _, n = string.gsub(body, '"status":"201', "")
+  if status == 200 and n == 20 then
+    ok = ok + 1
+    entries = entries + n
+  else
+    bad = bad + 1
+    if first_bad == "" then first_bad = status .. " " .. string.sub(body, 1, 300) end
+  end
+end
+
+function done(summary, latency, requests)
+  local t = threads[1]
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%f,' ..
+    '"ok":%d,"bad":%d,"spare":%d,"status_errors":%d,"connect_errors":%d,"read_errors":%d,"write_errors":%d,' ..
+    '"timeouts":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean, t:get("ok"), t:get("bad"), t:get("spare"), summary.errors.status,
+    summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout))
+  io.write("WRKBAD " .. t:get("first_bad") .. "\n")
 end
 """
 
@@ -228,6 +296,39 @@ def post_bundles(srv: common.Server, bodies: list[bytes], token: str, clients: i
             "client_cpu_s": c1 - c0}
 
 
+def post_bundles_wrk(srv: common.Server, bodies: list[bytes], token: str, clients: int,
+                     duration: int) -> dict[str, Any]:
+    """Transaction bundles from wrk (C: a fraction of httpx's CPU on the cores the server shares):
+    ``clients`` connections for ``duration`` seconds, each bundle posted once; every response must
+    be a 200 Bundle with 20 entries ``201``."""
+    lua = common.OUT / "bundles.lua"
+    lua.write_text(WRK_BUNDLE_LUA)
+    body_file = common.OUT / "bundles.ndjson"
+    body_file.write_bytes(b"\n".join(bodies) + b"\n")
+    cmd = ["wrk", "-t", "1", "-c", str(clients), "-d", f"{duration}s", "--timeout", "30s", "-s", str(lua),
+           srv.base, "--", str(body_file), token]
+    s0, c0 = proc_cpu(srv.pids()), children_cpu()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    s1, c1 = proc_cpu(srv.pids()), children_cpu()
+    m = re.search(r"WRKJSON (\{.*\})", out.stdout)
+    if not m:
+        raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+    w = orjson.loads(m.group(1))
+    bad = re.search(r"WRKBAD (.*)", out.stdout)
+    secs = w["duration_us"] / 1e6
+    errors = w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]
+    done = w["ok"]
+    failures = w["bad"] + errors
+    first = [bad.group(1)] if bad and bad.group(1).strip() else []
+    if w["spare"]:
+        failures += 1
+        first.append(f"the {len(bodies)} bundles ran out before {duration}s: {w['spare']} stand-in requests")
+    return {"client": "wrk", "clients": clients, "bundles": done, "seconds": secs, "bundles_per_s": done / secs,
+            "resources_per_s": 20 * done / secs, "p50_ms": w["p50"] / 1000, "p99_ms": w["p99"] / 1000,
+            "max_ms": w["max"] / 1000, "failures": failures, "first_failures": first[:3],
+            "server_cpu_s": s1 - s0, "client_cpu_s": c1 - c0}
+
+
 # -- server-side profile -----------------------------------------------------------------------------------
 def profile_server_main(data: str, port: int, out: str) -> None:
     """(subprocess) uvicorn in this process under cProfile until SIGTERM; sync endpoints run on the
@@ -363,6 +464,8 @@ def main() -> None:
     ap.add_argument("--wrk-threads", type=int, default=1)
     ap.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto")
     ap.add_argument("--bundles", type=int, default=300, help="transaction bundles per worker setting")
+    ap.add_argument("--bundle-seconds", type=int, default=10,
+                    help="with wrk: seconds per bundle measurement (0: the httpx client and --bundles)")
     ap.add_argument("--bundle-clients", default="1,4",
                     help="comma-separated numbers of concurrent clients (the bundles are split between them)")
     ap.add_argument("--ids", type=int, default=20_000, help="how many random ids to read from")
@@ -438,9 +541,16 @@ def main() -> None:
                 per = len(chunk) // len(bclients)
                 run["bundles"] = []
                 for k, nc in enumerate(bclients if per else []):
-                    b = post_bundles(srv, chunk[k * per : (k + 1) * per], token, nc)
+                    if use_wrk and a.bundle_seconds > 0:
+                        # enough distinct bundles for the run at up to BUNDLE_BODIES_PER_S, each posted once
+                        bodies = make_bundles(a.bundle_seconds * BUNDLE_BODIES_PER_S,
+                                              a.seed + 1000 * (wi * len(bclients) + k + 1), orgs, pracs)
+                        b = post_bundles_wrk(srv, bodies, token, nc, a.bundle_seconds)
+                    else:
+                        b = post_bundles(srv, chunk[k * per : (k + 1) * per], token, nc)
                     run["bundles"].append(b)
-                    print(f"transaction bundles of 20, {nc} client(s): {b['bundles_per_s']:,.1f} bundles/s "
+                    print(f"transaction bundles of 20, {nc} client(s) ({b.get('client', 'httpx')}): "
+                          f"{b['bundles_per_s']:,.1f} bundles/s "
                           f"({b['resources_per_s']:,.0f} resources/s), p50 {b['p50_ms']:.0f} ms, p99 "
                           f"{b['p99_ms']:.0f} ms, {b['bundles']} bundles in {b['seconds']:.1f}s, failures "
                           f"{b['failures']} (CPU server {b['server_cpu_s']:.1f}s, client {b['client_cpu_s']:.1f}s) — "
