@@ -656,6 +656,29 @@ class QualityService:
         return out
 
     # -- REST writes ---------------------------------------------------------------------------------------
+    def prepare_write(self, rtype: str, rid: str, res: dict[str, Any]) -> tuple[int, Facts] | None:
+        """PREPARE_WRITE (before the write lock): the single-record checks of a resource received now,
+        all but the value-set checks (the terminology service may see the write's own transaction:
+        :meth:`on_write` adds them).  Used by :meth:`on_write` for a resource new to the engine."""
+        if rtype in SKIP:
+            return None
+        received = now_us()
+        return received, self.checker.check(rtype, rid, res, received, codes=False)
+
+    def _facts(self, ev: WriteEvent, received: int, pre: tuple[int, Facts] | None) -> Facts:
+        """The single-record checks of the written resource: ``pre``, :meth:`prepare_write`'s (for
+        ``received``), completed, else computed here."""
+        assert ev.resource is not None
+        if pre is None:
+            return self.checker.check(ev.resource_type, ev.id, ev.resource, received)
+        fx: Facts = pre[1]
+        at = fx.codes_at if fx.codes_at is not None else len(fx.findings)
+        codes: list[Found] = []
+        self.checker.check_codes(ev.resource_type, ev.resource, codes)
+        fx.findings = [*fx.findings[:at], *codes, *fx.findings[at:]]
+        fx.codes_at = None
+        return fx
+
     def on_write(self, tx: Any, ev: WriteEvent) -> None:
         if ev.resource_type in SKIP:
             return
@@ -678,9 +701,11 @@ class QualityService:
         if ev.resource is None:  # deleted: its open findings are withdrawn
             self._sync(tx, key, ev.version, [], None, now, deleted=True)
             return
-        # a record's receipt is when it first came: a corrected resubmission is not late itself
-        received = int(old[2]) if old is not None else now
-        fx = self.checker.check(key.rtype, key.rid, ev.resource, received)
+        # a record's receipt is when it first came: a corrected resubmission is not late itself (a new
+        # one prepared before the transaction was received when it was checked)
+        pre = ev.prepared.get(PREPARED) if ev.prepared and old is None else None
+        received = int(old[2]) if old is not None else pre[0] if pre is not None else now
+        fx = self._facts(ev, received, pre)
         _insert_many(conn, "quality_resource", _QR_COLS, [self._row(key.rtype, key.rid, ev.version, fx, 0)])
         cross = self.process(tx, key, fx)
         findings = fx.findings + [f for _k, f in cross]
