@@ -685,7 +685,9 @@ class QualityService:
         conn = tx.conn
         m = _mark(conn)
         key = ResKey(ev.resource_type, ev.id)
-        old = conn.exec_driver_sql(
+        # a resource created with a new id (POST: server-assigned) has no row of its own yet
+        fresh = ev.method == "POST" and ev.version == 1
+        old = None if fresh else conn.exec_driver_sql(
             f"SELECT institution, day, received, {', '.join('f_' + d for d in FLAG_DIMENSIONS)}, seq "
             "FROM quality_resource "
             f"WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid)).first()
@@ -706,10 +708,13 @@ class QualityService:
         pre = ev.prepared.get(PREPARED) if ev.prepared and old is None else None
         received = int(old[2]) if old is not None else pre[0] if pre is not None else now
         fx = self._facts(ev, received, pre)
-        _insert_many(conn, "quality_resource", _QR_COLS, [self._row(key.rtype, key.rid, ev.version, fx, 0)])
+        row = self._row(key.rtype, key.rid, ev.version, fx, 0)
+        _insert_many(conn, "quality_resource", _QR_COLS, [row])
         cross = self.process(tx, key, fx)
         findings = fx.findings + [f for _k, f in cross]
-        inst_row = conn.exec_driver_sql(
+        # the institution as process() left it: a record naming its own keeps it (only one without is
+        # resolved there, through its encounter or subject), and the day never changes
+        inst_row = (row[_INSTITUTION], row[_DAY]) if fx.institution is not None else conn.exec_driver_sql(
             f"SELECT institution, day FROM quality_resource WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid)
         ).first()
         if old is not None and old[3 + FLAG_DIMENSIONS.index("timeliness")] and key.rtype == "Patient":
@@ -746,6 +751,7 @@ class QualityService:
         if ctx is None:
             return
         subject, inst, day = ctx
+        tasks: list[tuple[str, int]] = []  # (Task id, finding id): set in one statement at the end
         for rule, f in wanted.items():
             old = existing.get(rule)
             if old is not None:
@@ -755,7 +761,7 @@ class QualityService:
                 if old[2] != "open" and old[3]:
                     self._close_task(old[3], "requested")
                 elif not old[3] and self.tasks:
-                    self._new_task(conn, old[0], key, f, subject, inst, now)
+                    self._new_task(conn, old[0], key, f, subject, inst, now, tasks)
                 continue
             fid = conn.exec_driver_sql(
                 f"INSERT INTO quality_finding ({', '.join(_QF_COLS)}) VALUES ({', '.join([m] * len(_QF_COLS))}) "
@@ -763,7 +769,9 @@ class QualityService:
                 (key.rtype, key.rid, version, rule, self.dimension(rule), f.path, f.message, subject, inst, day,
                  "open", now)).scalar_one()
             if self.tasks:
-                self._new_task(conn, fid, key, f, subject, inst, now)
+                self._new_task(conn, fid, key, f, subject, inst, now, tasks)
+        if tasks:
+            conn.exec_driver_sql(f"UPDATE quality_finding SET task = {m} WHERE id = {m}", tasks)
 
     # -- Tasks ------------------------------------------------------------------------------------------------
     def _task(self, fid: int, rtype: str, rid: str, rule: str, message: str, subject: str | None,
@@ -772,10 +780,15 @@ class QualityService:
         return task_doc(self.rules, f"qf-{fid}", rtype, rid, rule, message, subject, inst, now)
 
     def _new_task(self, conn: Connection, fid: int, key: ResKey, f: Found, subject: str | None,
-                  inst: str | None, now: int) -> None:
+                  inst: str | None, now: int, later: list[tuple[str, int]] | None = None) -> None:
+        """Create the finding's Task and record it on the finding (``later``: the caller does, with
+        the (Task id, finding id) pairs this appends)."""
         task = self._task(fid, key.rtype, key.rid, f.rule, f.message, subject, inst, now)
         # a new finding's Task id (qf-<finding id>) has never been used: create, no look-up of a current version
         self.store.repository().create("Task", task, rid=task["id"])
+        if later is not None:
+            later.append((task["id"], fid))
+            return
         conn.exec_driver_sql(f"UPDATE quality_finding SET task = {_mark(conn)} WHERE id = {_mark(conn)}",
                              (task["id"], fid))
 
