@@ -172,7 +172,9 @@ def after_person(tx: Any, event: WriteEvent) -> None:
     if not pids:
         return
     conn = tx.conn
-    cids = sorted({r[0] for r in conn.execute(sa.select(consent.c.consent_id).where(consent.c.patient_id.in_(pids)))})
+    m = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    cids = sorted({r[0] for r in conn.exec_driver_sql(  # (driver SQL: once per Person written)
+        f"SELECT consent_id FROM security_consent WHERE patient_id IN ({', '.join([m] * len(pids))})", tuple(pids))})
     if not cids:
         return
     flush = getattr(tx, "flush_pending", None)
