@@ -267,7 +267,7 @@ class Store:
         # polling the database's busy handler (which sleeps in steps of up to 100 ms)
         lock: AbstractContextManager[Any] = self._write_lock or nullcontext()
         with lock, self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
-            if lean and self.dialect.name == "sqlite":
+            if lean:
                 conn = cast(Connection, LeanConnection(conn))
             tx = Tx(conn, self.dialect)
             tx.codec = self.codec
@@ -355,16 +355,22 @@ class LeanResult:
 
 
 class LeanConnection:
-    """A SQLite :class:`Connection` of one write transaction whose ``exec_driver_sql`` runs on the
-    sqlite3 cursor directly (no SQLAlchemy execution context, result metadata or events); everything
-    else is the connection's own.  Errors are SQLAlchemy's (``DBAPIError.instance``), and the
-    statement clock of the query time limit (``make_engine``'s progress handler) is kept."""
+    """A :class:`Connection` of one write transaction whose ``exec_driver_sql`` runs on the driver's
+    cursor directly (sqlite3 or psycopg: no SQLAlchemy execution context, result metadata or events);
+    everything else is the connection's own.  Errors are SQLAlchemy's (``DBAPIError.instance``), and
+    on SQLite the statement clock of the query time limit (``make_engine``'s progress handler) is kept
+    (PostgreSQL's is the server's ``statement_timeout``)."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         fairy = conn.connection
         self._dbapi: Any = fairy.dbapi_connection
         self._started: list[float] | None = fairy.info.get("phip_started")
+        self._error: type[Exception] = sqlite3.Error
+        if conn.dialect.name == "postgresql":
+            import psycopg
+
+            self._error = psycopg.Error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
@@ -387,8 +393,8 @@ class LeanConnection:
             make = _lean_row(tuple(d[0] for d in cur.description))._make
             rows = [make(r) for r in cur.fetchall()]
             return LeanResult(rows, cur.rowcount)
-        except sqlite3.Error as e:
-            raise sa.exc.DBAPIError.instance(statement, parameters, e, sqlite3.Error) from e
+        except self._error as e:
+            raise sa.exc.DBAPIError.instance(statement, parameters, e, self._error) from e
         finally:
             cur.close()
 
