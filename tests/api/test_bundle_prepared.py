@@ -250,3 +250,44 @@ def test_capabilities_prepared_as_in_the_transaction(node: Any) -> None:
             assert pre[EMPI_PREPARED] is None
     assert "conformance.Condition.diagnosis-icd10" in [
         f.rule for f in quality.checker.check("Condition", "x1", docs[1], 0).findings]
+
+
+def test_inherited_institutions_of_a_bundle(api: Any, node: Any) -> None:
+    """A record that names no institution takes its encounter's (or subject's) as stored when it is
+    written, else ``unknown``; its findings and their Tasks go to that institution."""
+    from phip.quality.tables import quality_finding as QF
+    from phip.quality.tables import quality_resource as QR
+
+    api.req("PUT", "/fhir/Organization/o1", json={"resourceType": "Organization", "id": "o1", "name": "一院"},
+            expect=201)
+    p, enc = "urn:uuid:7d000000-0000-4000-8000-000000000001", "urn:uuid:7d000000-0000-4000-8000-000000000002"
+    entries = [
+        {"fullUrl": p, "resource": {**_patient("inh"), "managingOrganization": {"reference": "Organization/o1"}},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": enc, "resource": {"resourceType": "Encounter", "status": "finished",
+                                      "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                                "code": "AMB"},
+                                      "subject": {"reference": p}, "serviceProvider": {"reference": "Organization/o1"}},
+         "request": {"method": "POST", "url": "Encounter"}},
+        # (a quantity without its UCUM code: a finding) the institution through the encounter
+        {"resource": _obs(p, enc), "request": {"method": "POST", "url": "Observation"}},
+        # an encounter this node does not hold: unknown
+        {"resource": _obs(p, "Encounter/elsewhere"), "request": {"method": "POST", "url": "Observation"}},
+        # through the subject
+        {"resource": _obs(p), "request": {"method": "POST", "url": "Observation"}},
+    ]
+    out = api.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries}, expect=200).json()
+    ids = [e["resource"]["id"] for e in out["entry"]]
+    with node.store.engine.connect() as conn:
+        inst = dict(conn.execute(sa.select(QR.c.rid, QR.c.institution).where(QR.c.rid.in_(ids))).all())
+        tasks = dict(conn.execute(sa.select(QF.c.rid, QF.c.task).where(QF.c.rid.in_(ids[2:4]),
+                                                                        QF.c.rule.like("%valueQuantity%"))).all())
+    assert [inst[i] for i in ids] == ["o1", "o1", "o1", "unknown", "o1"]
+    assert set(tasks) == {ids[2], ids[3]}
+    owner = api.get(f"/fhir/Task/{tasks[ids[2]]}").json()["owner"]["reference"]
+    assert owner == "Organization/o1"
+    assert "owner" not in api.get(f"/fhir/Task/{tasks[ids[3]]}").json()  # unknown: no owner
+    # a plain write afterwards inherits the same way
+    later = api.create(_obs(f"Patient/{ids[0]}", f"Encounter/{ids[1]}"))["id"]
+    with node.store.engine.connect() as conn:
+        assert conn.execute(sa.select(QR.c.institution).where(QR.c.rid == later)).scalar_one() == "o1"

@@ -708,6 +708,10 @@ class QualityService:
         pre = ev.prepared.get(PREPARED) if ev.prepared and old is None else None
         received = int(old[2]) if old is not None else pre[0] if pre is not None else now
         fx = self._facts(ev, received, pre)
+        if fx.institution is None and key.rtype != "PractitionerRole":
+            # what process() would resolve for this one record (its encounter's or subject's institution
+            # as that row has it, else unknown), in one look-up: the row is stored with it
+            fx.institution = self._via_institution(conn, fx.via)
         row = self._row(key.rtype, key.rid, ev.version, fx, 0)
         _insert_many(conn, "quality_resource", _QR_COLS, [row])
         cross = self.process(tx, key, fx)
@@ -730,6 +734,18 @@ class QualityService:
         self._sync(tx, key, ev.version, findings, (fx.subject, inst_row[0], inst_row[1]), now,
                    new=old is None and ev.version == 1)
         self._late_registration_rest(conn, key, fx, inst_row[0], now)
+
+    def _via_institution(self, conn: Connection, via: str | None) -> str:
+        """The institution a record without one of its own takes from the record it points to (``via``,
+        "Encounter/x" or "Patient/x"), as :meth:`_inherit` sets it for one record written: the stored
+        row's, else unknown."""
+        if via and "/" in via:
+            m = _mark(conn)
+            rec = conn.exec_driver_sql(f"SELECT institution FROM quality_resource WHERE rtype = {m} AND rid = {m}",
+                                       tuple(via.split("/", 1))).first()
+            if rec is not None and rec[0] is not None:
+                return str(rec[0])
+        return UNKNOWN
 
     def _sync(self, tx: Any, key: ResKey, version: int, findings: list[Found],
               ctx: tuple[str | None, str | None, int] | None, now: int, deleted: bool = False,
