@@ -173,3 +173,121 @@ def test_index_rows_as_a_fresh_extraction(api: Any, node: Any) -> None:
     heavier = sorted(e["resource"]["id"] for e in out["entry"][2:] if e["resource"]["valueQuantity"]["value"] > 51)
     assert len(heavier) == 2
     assert sorted(api.ids(f"Observation?encounter=Encounter/{eid}&value-quantity=gt51")) == heavier
+
+
+def test_prepared_results_reach_after_write(api: Any, node: Any) -> None:
+    """PREPARE_WRITE runs before the lock with each entry's id; its result reaches AFTER_WRITE for that
+    entry, unless a BEFORE_WRITE hook changed the resource (then None: the hook computes it itself)."""
+    calls: list[tuple[str, str]] = []
+
+    def prepare(rtype: str, rid: str, res: dict[str, Any]) -> Any:
+        calls.append((rtype, rid))
+        return (rtype, rid, res.get("id"), len(res.get("meta", {}).get("tag", [])))
+
+    def tag_encounters(_tx: Any, rtype: str, resource: dict[str, Any], method: str) -> None:
+        if rtype == "Encounter":
+            resource.setdefault("meta", {}).setdefault("tag", []).append({"system": "urn:phip:test", "code": "enc"})
+
+    got: dict[tuple[str, str], Any] = {}
+
+    def after_write(_tx: Any, ev: WriteEvent) -> None:
+        if ev.resource_type in ("Patient", "Encounter", "Observation"):
+            got[(ev.resource_type, ev.id)] = ev.prepared
+
+    hooks = node.store.hooks
+    hooks.register_prepare("test", prepare)
+    hooks.register(Point.BEFORE_WRITE, tag_encounters)
+    hooks.register(Point.AFTER_WRITE, after_write)
+    out = api.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": _visit(3, "4")},
+                   expect=200).json()
+    written = [(e["resource"]["resourceType"], e["resource"]["id"]) for e in out["entry"]]
+    assert calls == written  # each entry once, with the id it was written with
+    for rtype, rid in written:
+        if rtype == "Encounter":
+            assert got[(rtype, rid)] is None  # changed by a BEFORE_WRITE hook: not the prepared resource
+        else:
+            assert got[(rtype, rid)]["test"] == (rtype, rid, rid, 0)
+    pid = api.create(_patient("plain"))["id"]
+    assert got[("Patient", pid)] is None  # a write outside a transaction Bundle is not prepared
+
+
+def test_capabilities_prepared_as_in_the_transaction(node: Any) -> None:
+    """The quality engine's and the master index's prepared work equals what their AFTER_WRITE hooks
+    compute from the stored resource (findings in the same order, value-set checks included)."""
+    import dataclasses
+
+    from phip.empi.engine import PREPARED as EMPI_PREPARED
+    from phip.empi.normalize import features
+    from phip.quality.engine import PREPARED as QUALITY_PREPARED
+
+    quality = node.ext["quality"]
+    icd = "urn:oid:2.16.156.10011.2.3.3.11"
+    sex = {"url": "urn:phip:ext:sex-gbt2261",
+           "valueCodeableConcept": {"coding": [{"system": "urn:oid:2.16.156.10011.2.3.3.4", "code": "7"}]}}
+    docs = [
+        {**_patient("q1"), "telecom": [{"system": "phone", "value": "12345"}], "name": [{"text": "李红之子"}],
+         "extension": [sex], "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "110101199003071234"}]},
+        {"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+         "code": {"coding": [{"system": icd, "code": "bad"}]}, "recordedDate": "2020-01-01"},
+        _obs("Patient/p1", "Encounter/e1"),
+        {"resourceType": "Encounter", "status": "finished", "subject": {"reference": "Patient/p1"},
+         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}},
+    ]
+    for k, res in enumerate(docs):
+        rtype, rid = res["resourceType"], f"x{k}"
+        pre = node.store.hooks.prepare(rtype, rid, {**res, "id": rid})
+        stored = {"resourceType": rtype, "id": rid, "meta": {"versionId": "1", "lastUpdated": "2026-01-02T03:04:05Z"},
+                  **{key: v for key, v in res.items() if key != "resourceType"}}
+        ev = WriteEvent(rtype, rid, 1, "POST", stored, pre)
+        qpre = pre[QUALITY_PREPARED]
+        want = quality.checker.check(rtype, rid, stored, qpre[0])
+        assert quality._facts(ev, qpre[0], qpre) == want
+        if rtype == "Patient":
+            assert len(want.findings) >= 3
+            f = dataclasses.replace(pre[EMPI_PREPARED], updated=stored["meta"]["lastUpdated"])
+            assert f == features(stored)
+        else:
+            assert pre[EMPI_PREPARED] is None
+    assert "conformance.Condition.diagnosis-icd10" in [
+        f.rule for f in quality.checker.check("Condition", "x1", docs[1], 0).findings]
+
+
+def test_inherited_institutions_of_a_bundle(api: Any, node: Any) -> None:
+    """A record that names no institution takes its encounter's (or subject's) as stored when it is
+    written, else ``unknown``; its findings and their Tasks go to that institution."""
+    from phip.quality.tables import quality_finding as QF
+    from phip.quality.tables import quality_resource as QR
+
+    api.req("PUT", "/fhir/Organization/o1", json={"resourceType": "Organization", "id": "o1", "name": "一院"},
+            expect=201)
+    p, enc = "urn:uuid:7d000000-0000-4000-8000-000000000001", "urn:uuid:7d000000-0000-4000-8000-000000000002"
+    entries = [
+        {"fullUrl": p, "resource": {**_patient("inh"), "managingOrganization": {"reference": "Organization/o1"}},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": enc, "resource": {"resourceType": "Encounter", "status": "finished",
+                                      "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                                "code": "AMB"},
+                                      "subject": {"reference": p}, "serviceProvider": {"reference": "Organization/o1"}},
+         "request": {"method": "POST", "url": "Encounter"}},
+        # (a quantity without its UCUM code: a finding) the institution through the encounter
+        {"resource": _obs(p, enc), "request": {"method": "POST", "url": "Observation"}},
+        # an encounter this node does not hold: unknown
+        {"resource": _obs(p, "Encounter/elsewhere"), "request": {"method": "POST", "url": "Observation"}},
+        # through the subject
+        {"resource": _obs(p), "request": {"method": "POST", "url": "Observation"}},
+    ]
+    out = api.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries}, expect=200).json()
+    ids = [e["resource"]["id"] for e in out["entry"]]
+    with node.store.engine.connect() as conn:
+        inst = dict(conn.execute(sa.select(QR.c.rid, QR.c.institution).where(QR.c.rid.in_(ids))).all())
+        tasks = dict(conn.execute(sa.select(QF.c.rid, QF.c.task).where(QF.c.rid.in_(ids[2:4]),
+                                                                        QF.c.rule.like("%valueQuantity%"))).all())
+    assert [inst[i] for i in ids] == ["o1", "o1", "o1", "unknown", "o1"]
+    assert set(tasks) == {ids[2], ids[3]}
+    owner = api.get(f"/fhir/Task/{tasks[ids[2]]}").json()["owner"]["reference"]
+    assert owner == "Organization/o1"
+    assert "owner" not in api.get(f"/fhir/Task/{tasks[ids[3]]}").json()  # unknown: no owner
+    # a plain write afterwards inherits the same way
+    later = api.create(_obs(f"Patient/{ids[0]}", f"Encounter/{ids[1]}"))["id"]
+    with node.store.engine.connect() as conn:
+        assert conn.execute(sa.select(QR.c.institution).where(QR.c.rid == later)).scalar_one() == "o1"

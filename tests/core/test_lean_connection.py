@@ -94,3 +94,44 @@ def test_repository_writes_use_it_on_sqlite(store: Any) -> None:
         with store.write_tx(lean=True) as inner:  # an enclosing transaction keeps its kind
             seen.append(type(inner.conn))
     assert seen == [LeanConnection, sa.Connection, sa.Connection]
+
+
+def test_postgresql_results_match_sqlalchemy(pg_url: str) -> None:
+    """On PostgreSQL the lean connection runs psycopg's cursor: same rows, counts and errors."""
+    s = Store(pg_url)
+    try:
+        with s.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS lean_t")
+            conn.exec_driver_sql("CREATE TABLE lean_t (k SERIAL PRIMARY KEY, name TEXT UNIQUE, n INTEGER)")
+            conn.exec_driver_sql("INSERT INTO lean_t (name, n) VALUES (%s, %s)", [("a", 1), ("b", 2), ("c", 2)])
+
+        def same(sql: str, params: Any = None) -> None:
+            with s.engine.connect() as plain:
+                want = plain.exec_driver_sql(sql, params)
+                want_rows = [tuple(r) for r in want] if want.returns_rows else None
+                want_count = want.rowcount
+                plain.rollback()
+            with s.engine.connect() as c:
+                got = LeanConnection(c).exec_driver_sql(sql, params)
+                got_rows = [tuple(r) for r in got] if want_rows is not None else None
+                assert got_rows == want_rows, sql
+                if want_rows is None:  # (the count of a statement that returns rows is not used)
+                    assert got.rowcount == want_count, sql
+                c.rollback()
+
+        same("SELECT k, name, n FROM lean_t ORDER BY k")
+        same("SELECT name FROM lean_t WHERE n = %s", (2,))
+        same("UPDATE lean_t SET n = n + 1 WHERE n = %s", (2,))
+        same("INSERT INTO lean_t (name, n) VALUES (%s, %s)", [("d", 4), ("e", 5)])
+        same("INSERT INTO lean_t (name, n) VALUES (%s, %s) RETURNING name, n", [("f", 6)])  # (k: a sequence)
+        same("DELETE FROM lean_t WHERE name = %(name)s", {"name": "a"})
+        with s.engine.connect() as c:
+            lean = LeanConnection(c)
+            assert lean.exec_driver_sql("SELECT n FROM lean_t WHERE name = %s", ("b",)).first().n == 2
+            with pytest.raises(sa.exc.IntegrityError):
+                lean.exec_driver_sql("INSERT INTO lean_t (name, n) VALUES (%s, %s)", ("b", 9))
+            c.rollback()
+        with s.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE lean_t")
+    finally:
+        s.dispose()

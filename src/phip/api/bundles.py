@@ -169,10 +169,12 @@ class _Pre:
     checked: Checked
 
 
-def _precheck(repo: Repository, entries: list[dict[str, Any]], mapping: dict[str, str]) -> dict[int, _Pre]:
-    """Rewrite references, validate and index the POST/PUT entries up front, outside the transaction
-    (CPU work that need not hold the database's write lock; the index is used if the write's hooks
-    leave the resource unchanged).  An entry whose references need the
+def _precheck(repo: Repository, entries: list[dict[str, Any]], mapping: dict[str, str],
+              assigned: dict[int, str]) -> dict[int, _Pre]:
+    """Rewrite references, validate and index the POST/PUT entries up front, outside the transaction,
+    and run the PREPARE_WRITE hooks for them with the id they will be written with (CPU work that need
+    not hold the database's write lock; the index and the hooks' results are used if the write's
+    BEFORE_WRITE hooks leave the resource unchanged).  An entry whose references need the
     database (conditional) is left to :func:`_one`; errors are kept and raised when the entry's turn
     comes, so the transaction fails on the same entry, with the same error, as it would otherwise."""
     out: dict[int, _Pre] = {}
@@ -198,6 +200,10 @@ def _precheck(repo: Repository, entries: list[dict[str, Any]], mapping: dict[str
             checked = Checked([], err)
         except Exception:  # e.g. an unknown type: left to the write, which reports it first
             continue
+        rid = assigned.get(i) if req["method"] == "POST" else path[1]
+        if checked.error is None and rid is not None:
+            checked.prepared = repo.store.hooks.prepare(path[0], rid, {**doc, "id": rid})
+            checked.prepared_id = rid
         out[i] = _Pre(snapshot, fast, doc, checked)
     return out
 
@@ -262,7 +268,7 @@ def _transaction(repo: Repository, entries: list[dict[str, Any]], base: str, get
             path, _query = _split(e["request"]["url"])
             if len(path) == 2:
                 mapping[full] = "/".join(path)
-    pre = _precheck(repo, entries, mapping)
+    pre = _precheck(repo, entries, mapping, assigned)
     results: list[Any] = [None] * len(entries)
     order = sorted(range(len(entries)), key=lambda i: ORDER[entries[i]["request"]["method"]])
     seen_targets: set[str] = set()

@@ -43,6 +43,13 @@ class Point(StrEnum):
     #: changed the resource (else the consumer computes it itself).  ``fn`` must be picklable (it
     #: travels to the worker) and pure: work moved off the importer's writing thread
     IMPORT_PREPARE = "import_prepare"
+    #: before the write lock, for a resource about to be written with its id (a transaction Bundle's
+    #: entries, references rewritten): ``fn(resource_type, id, resource: dict) -> Any``, registered
+    #: with :meth:`Hooks.register_prepare` under a name; the result reaches AFTER_WRITE as
+    #: ``event.prepared[name]`` when no BEFORE_WRITE hook changed the resource (else ``prepared`` is
+    #: None and the consumer computes it itself, as for any other write).  ``fn`` must not read the
+    #: database nor change the resource: pure work moved out of the write transaction
+    PREPARE_WRITE = "prepare_write"
     #: after each authentication attempt (``POST /auth/token``, a bearer token refused):
     #: ``fn(event: AuthEvent)``; used by audit (logins and failed authentication)
     AUTHENTICATE = "authenticate"
@@ -58,6 +65,9 @@ class WriteEvent:
     version: int
     method: str  # POST | PUT | PATCH | DELETE
     resource: dict[str, Any] | None
+    #: PREPARE_WRITE results by name, computed before the transaction for this very resource (None:
+    #: not prepared; compute in the hook)
+    prepared: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -87,6 +97,7 @@ class Hooks:
 
     def __init__(self) -> None:
         self._fns: dict[Point, list[tuple[Callable[..., Any], bool]]] = {p: [] for p in Point}
+        self._prepare: list[tuple[str, Callable[[str, str, dict[str, Any]], Any]]] = []
 
     def register(self, point: Point, fn: Callable[..., Any], *, on_import: bool = True, first: bool = False) -> None:
         """``first``: call ``fn`` before the functions registered so far (audit brackets the others)."""
@@ -94,6 +105,23 @@ class Hooks:
             self._fns[point].insert(0, (fn, on_import))
         else:
             self._fns[point].append((fn, on_import))
+
+    def register_prepare(self, name: str, fn: Callable[[str, str, dict[str, Any]], Any]) -> None:
+        """A PREPARE_WRITE function; its result is ``event.prepared[name]`` at AFTER_WRITE."""
+        self._prepare.append((name, fn))
+
+    def prepare(self, rtype: str, rid: str, resource: dict[str, Any]) -> dict[str, Any] | None:
+        """The PREPARE_WRITE results for a resource (None when no function is registered).  A function
+        that raises leaves its name out: the hook then computes (and raises) inside the write."""
+        if not self._prepare:
+            return None
+        out: dict[str, Any] = {}
+        for name, fn in self._prepare:
+            try:
+                out[name] = fn(rtype, rid, resource)
+            except Exception:  # reported by the write itself, at its place
+                continue
+        return out
 
     def fire(self, point: Point, *args: Any, importing: bool = False) -> list[Any]:
         return [fn(*args) for fn, on_import in self._fns[point] if on_import or not importing]

@@ -17,6 +17,7 @@ Assurance of ``Person.link`` (FHIR IdentityAssuranceLevel):
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -115,6 +116,10 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
+#: the master index's PREPARE_WRITE name
+PREPARED = "empi"
+
+
 class Empi:
     """The master patient index of one store."""
 
@@ -172,7 +177,13 @@ class Empi:
         if ev.resource is None:
             self.unindex(tx.conn, ev.id)
         else:
-            self.link(tx.conn, ev.resource)
+            pre = ev.prepared.get(PREPARED) if ev.prepared else None
+            self.link(tx.conn, ev.resource, pre)
+
+    def prepare_write(self, rtype: str, rid: str, resource: dict[str, Any]) -> Features | None:
+        """PREPARE_WRITE (before the write lock): a Patient's features, but for ``updated`` (the
+        stored version's ``meta.lastUpdated``, set by :meth:`link`)."""
+        return features(resource) if rtype == "Patient" else None
 
     # -- candidates and scores ---------------------------------------------------------------------
     def candidates(self, conn: Connection, f: Features, exclude: str | None = None) -> list[Candidate]:
@@ -293,9 +304,13 @@ class Empi:
         return nb
 
     # -- linking -----------------------------------------------------------------------------------
-    def link(self, conn: Connection, patient: dict[str, Any]) -> LinkResult:
-        """Link one stored Patient to its Person (creating or updating Persons as needed)."""
-        f = features(patient)
+    def link(self, conn: Connection, patient: dict[str, Any], prepared: Features | None = None) -> LinkResult:
+        """Link one stored Patient to its Person (creating or updating Persons as needed); ``prepared``:
+        :meth:`prepare_write`'s features of this Patient."""
+        if prepared is not None:
+            f = dataclasses.replace(prepared, updated=(patient.get("meta") or {}).get("lastUpdated"))
+        else:
+            f = features(patient)
         pid = f.pid
         cur = _sql(conn, "SELECT person_id, link_kind FROM empi_record WHERE patient_id = ?", (pid,)).first()
         if cur is not None and cur.link_kind in ("manual", "merged"):

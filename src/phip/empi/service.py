@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from phip.core.hooks import Point
-from phip.empi.engine import Empi
+from phip.empi.engine import PREPARED, Empi
 from phip.empi.rules import Rules, load_rules
 
 RULES_RE = re.compile(r"^rules-v(\d+)\.json$")
@@ -44,6 +44,7 @@ def install(node: Any) -> None:
     hooks = node.store.hooks
     hooks.register(Point.BEFORE_WRITE, empi.before_write)
     hooks.register(Point.AFTER_WRITE, empi.after_write, on_import=False)
+    hooks.register_prepare(PREPARED, empi.prepare_write)  # a transaction Bundle's Patients, before its lock
     hooks.register(Point.AFTER_IMPORT, _after_import(empi))
 
 

@@ -16,7 +16,7 @@ def _install(node: Any) -> None:
     from phip.core.hooks import Point
     from phip.quality import rules
     from phip.quality.checks import CodeValidator
-    from phip.quality.engine import Prepare, QualityService
+    from phip.quality.engine import PREPARED, Prepare, QualityService
 
     term = node.ext.get("terminology")
     empi = node.ext.get("empi")  # installed before quality: the registry comparison may go through it
@@ -25,6 +25,7 @@ def _install(node: Any) -> None:
     node.ext["quality"] = svc
     hooks = node.store.hooks
     hooks.register(Point.AFTER_WRITE, svc.on_write, on_import=False)
+    hooks.register_prepare(PREPARED, svc.prepare_write)  # a transaction Bundle's checks, before its lock
     hooks.register(Point.IMPORT_BATCH, svc.on_import_batch)
     hooks.register(Point.IMPORT_PREPARE, Prepare(svc))  # the checks run in the importer's worker
     hooks.register(Point.IMPORT_LOADED, svc.on_loaded)

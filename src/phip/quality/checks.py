@@ -56,6 +56,8 @@ class Facts:
     #: never stored as such (the engine keeps keyed hashes of them)
     ref: tuple[str | None, str | None, str | None, str | None] | None = None
     findings: list[Found] = field(default_factory=list)
+    #: with ``check(codes=False)``: where in ``findings`` the value-set checks' findings belong
+    codes_at: int | None = None
 
 
 _TIMES: dict[str, int | None] = {}
@@ -385,6 +387,8 @@ class Checker:
                                  f"姓名 {texts[0]!r} 使用繁体字"))
         if codes:
             self.check_codes(rtype, res, out)
+        else:
+            fx.codes_at = len(out)
         for rule_id, d, ep, lp in self.date_order.get(rtype, ()):
             a, z = parse_time(_first(res, ep)), parse_time(_first(res, lp))
             if a is not None and z is not None and a > z + d.slack_days * DAY_US + (DAY_US - 1 if len(

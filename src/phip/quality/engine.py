@@ -682,13 +682,38 @@ class QualityService:
         return out
 
     # -- REST writes ---------------------------------------------------------------------------------------
+    def prepare_write(self, rtype: str, rid: str, res: dict[str, Any]) -> tuple[int, Facts] | None:
+        """PREPARE_WRITE (before the write lock): the single-record checks of a resource received now,
+        all but the value-set checks (the terminology service may see the write's own transaction:
+        :meth:`on_write` adds them).  Used by :meth:`on_write` for a resource new to the engine."""
+        if rtype in SKIP:
+            return None
+        received = now_us()
+        return received, self.checker.check(rtype, rid, res, received, codes=False)
+
+    def _facts(self, ev: WriteEvent, received: int, pre: tuple[int, Facts] | None) -> Facts:
+        """The single-record checks of the written resource: ``pre``, :meth:`prepare_write`'s (for
+        ``received``), completed, else computed here."""
+        assert ev.resource is not None
+        if pre is None:
+            return self.checker.check(ev.resource_type, ev.id, ev.resource, received)
+        fx: Facts = pre[1]
+        at = fx.codes_at if fx.codes_at is not None else len(fx.findings)
+        codes: list[Found] = []
+        self.checker.check_codes(ev.resource_type, ev.resource, codes)
+        fx.findings = [*fx.findings[:at], *codes, *fx.findings[at:]]
+        fx.codes_at = None
+        return fx
+
     def on_write(self, tx: Any, ev: WriteEvent) -> None:
         if ev.resource_type in SKIP:
             return
         conn = tx.conn
         m = _mark(conn)
         key = ResKey(ev.resource_type, ev.id)
-        old = conn.exec_driver_sql(
+        # a resource created with a new id (POST: server-assigned) has no row of its own yet
+        fresh = ev.method == "POST" and ev.version == 1
+        old = None if fresh else conn.exec_driver_sql(
             f"SELECT institution, day, received, {', '.join('f_' + d for d in FLAG_DIMENSIONS)}, seq "
             "FROM quality_resource "
             f"WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid)).first()
@@ -704,13 +729,22 @@ class QualityService:
         if ev.resource is None:  # deleted: its open findings are withdrawn
             self._sync(tx, key, ev.version, [], None, now, deleted=True)
             return
-        # a record's receipt is when it first came: a corrected resubmission is not late itself
-        received = int(old[2]) if old is not None else now
-        fx = self.checker.check(key.rtype, key.rid, ev.resource, received)
-        _insert_many(conn, "quality_resource", _QR_COLS, [self._row(key.rtype, key.rid, ev.version, fx, 0)])
+        # a record's receipt is when it first came: a corrected resubmission is not late itself (a new
+        # one prepared before the transaction was received when it was checked)
+        pre = ev.prepared.get(PREPARED) if ev.prepared and old is None else None
+        received = int(old[2]) if old is not None else pre[0] if pre is not None else now
+        fx = self._facts(ev, received, pre)
+        if fx.institution is None and key.rtype != "PractitionerRole":
+            # what process() would resolve for this one record (its encounter's or subject's institution
+            # as that row has it, else unknown), in one look-up: the row is stored with it
+            fx.institution = self._via_institution(conn, fx.via)
+        row = self._row(key.rtype, key.rid, ev.version, fx, 0)
+        _insert_many(conn, "quality_resource", _QR_COLS, [row])
         cross = self.process(tx, key, fx)
         findings = fx.findings + [f for _k, f in cross]
-        inst_row = conn.exec_driver_sql(
+        # the institution as process() left it: a record naming its own keeps it (only one without is
+        # resolved there, through its encounter or subject), and the day never changes
+        inst_row = (row[_INSTITUTION], row[_DAY]) if fx.institution is not None else conn.exec_driver_sql(
             f"SELECT institution, day FROM quality_resource WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid)
         ).first()
         if old is not None and old[3 + FLAG_DIMENSIONS.index("timeliness")] and key.rtype == "Patient":
@@ -726,6 +760,18 @@ class QualityService:
         self._sync(tx, key, ev.version, findings, (fx.subject, inst_row[0], inst_row[1]), now,
                    new=old is None and ev.version == 1)
         self._late_registration_rest(conn, key, fx, inst_row[0], now)
+
+    def _via_institution(self, conn: Connection, via: str | None) -> str:
+        """The institution a record without one of its own takes from the record it points to (``via``,
+        "Encounter/x" or "Patient/x"), as :meth:`_inherit` sets it for one record written: the stored
+        row's, else unknown."""
+        if via and "/" in via:
+            m = _mark(conn)
+            rec = conn.exec_driver_sql(f"SELECT institution FROM quality_resource WHERE rtype = {m} AND rid = {m}",
+                                       tuple(via.split("/", 1))).first()
+            if rec is not None and rec[0] is not None:
+                return str(rec[0])
+        return UNKNOWN
 
     def _sync(self, tx: Any, key: ResKey, version: int, findings: list[Found],
               ctx: tuple[str | None, str | None, int] | None, now: int, deleted: bool = False,
@@ -747,6 +793,7 @@ class QualityService:
         if ctx is None:
             return
         subject, inst, day = ctx
+        tasks: list[tuple[str, int]] = []  # (Task id, finding id): set in one statement at the end
         for rule, f in wanted.items():
             old = existing.get(rule)
             if old is not None:
@@ -756,7 +803,7 @@ class QualityService:
                 if old[2] != "open" and old[3]:
                     self._close_task(old[3], "requested")
                 elif not old[3] and self.tasks:
-                    self._new_task(conn, old[0], key, f, subject, inst, now)
+                    self._new_task(conn, old[0], key, f, subject, inst, now, tasks)
                 continue
             fid = conn.exec_driver_sql(
                 f"INSERT INTO quality_finding ({', '.join(_QF_COLS)}) VALUES ({', '.join([m] * len(_QF_COLS))}) "
@@ -764,7 +811,9 @@ class QualityService:
                 (key.rtype, key.rid, version, rule, self.dimension(rule), f.path, f.message, subject, inst, day,
                  "open", now)).scalar_one()
             if self.tasks:
-                self._new_task(conn, fid, key, f, subject, inst, now)
+                self._new_task(conn, fid, key, f, subject, inst, now, tasks)
+        if tasks:
+            conn.exec_driver_sql(f"UPDATE quality_finding SET task = {m} WHERE id = {m}", tasks)
 
     # -- Tasks ------------------------------------------------------------------------------------------------
     def _task(self, fid: int, rtype: str, rid: str, rule: str, message: str, subject: str | None,
@@ -773,10 +822,15 @@ class QualityService:
         return task_doc(self.rules, f"qf-{fid}", rtype, rid, rule, message, subject, inst, now)
 
     def _new_task(self, conn: Connection, fid: int, key: ResKey, f: Found, subject: str | None,
-                  inst: str | None, now: int) -> None:
+                  inst: str | None, now: int, later: list[tuple[str, int]] | None = None) -> None:
+        """Create the finding's Task and record it on the finding (``later``: the caller does, with
+        the (Task id, finding id) pairs this appends)."""
         task = self._task(fid, key.rtype, key.rid, f.rule, f.message, subject, inst, now)
         # a new finding's Task id (qf-<finding id>) has never been used: create, no look-up of a current version
         self.store.repository().create("Task", task, rid=task["id"])
+        if later is not None:
+            later.append((task["id"], fid))
+            return
         conn.exec_driver_sql(f"UPDATE quality_finding SET task = {_mark(conn)} WHERE id = {_mark(conn)}",
                              (task["id"], fid))
 

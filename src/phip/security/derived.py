@@ -134,17 +134,28 @@ def write_consent(conn: Any, cid: str, doc: dict[str, Any] | None) -> None:
 
 
 def write_region(conn: Any, pid: str, doc: dict[str, Any] | None) -> None:
-    conn.execute(patient_region.delete().where(patient_region.c.patient_id == pid))
+    """The Patient's row of ``security_patient_region`` (driver SQL: one Patient of a write's many
+    statements; :func:`patient_region_of` the same in SQL)."""
+    m = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(f"DELETE FROM security_patient_region WHERE patient_id = {m}", (pid,))
     if doc is None:
         return
-    reg = patient_region_of(conn, doc)
+    reg = _address_region(doc.get("address"))
+    if reg is None:
+        org = relations.bare((doc.get("managingOrganization") or {}).get("reference"), "Organization")
+        if org:
+            rec = conn.exec_driver_sql(
+                f"SELECT content FROM resources WHERE type = 'Organization' AND id = {m} AND NOT deleted",
+                (org,)).first()
+            if rec is not None and rec[0] is not None:
+                reg = org_region(_doc(getattr(conn, "codec", None), rec[0]))
     if reg:
-        conn.execute(patient_region.insert().values(patient_id=pid, region=reg))
+        conn.exec_driver_sql(f"INSERT INTO security_patient_region (patient_id, region) VALUES ({m}, {m})",
+                             (pid, reg))
 
 
 def after_write(tx: Any, event: WriteEvent) -> None:
-    if event.resource_type == "Patient":
-        tx.flush_pending()
+    if event.resource_type == "Patient":  # (reads the resources table only: the pending index can wait)
         write_region(tx.conn, event.id, event.resource)
     elif event.resource_type == "Consent":
         tx.flush_pending()
@@ -161,7 +172,9 @@ def after_person(tx: Any, event: WriteEvent) -> None:
     if not pids:
         return
     conn = tx.conn
-    cids = sorted({r[0] for r in conn.execute(sa.select(consent.c.consent_id).where(consent.c.patient_id.in_(pids)))})
+    m = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    cids = sorted({r[0] for r in conn.exec_driver_sql(  # (driver SQL: once per Person written)
+        f"SELECT consent_id FROM security_consent WHERE patient_id IN ({', '.join([m] * len(pids))})", tuple(pids))})
     if not cids:
         return
     flush = getattr(tx, "flush_pending", None)

@@ -101,6 +101,9 @@ class Checked:
     #: sealed): reused by the write when the BEFORE_WRITE hooks left the resource as it was
     raw: bytes | None = None
     index: Any = None
+    #: the PREPARE_WRITE hooks' results (``Hooks.prepare``) for the resource written as ``prepared_id``
+    prepared: dict[str, Any] | None = None
+    prepared_id: str | None = None
 
     def outcome(self) -> list[Issue]:
         if self.error is not None:
@@ -264,7 +267,7 @@ class Store:
         # polling the database's busy handler (which sleeps in steps of up to 100 ms)
         lock: AbstractContextManager[Any] = self._write_lock or nullcontext()
         with lock, self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn:
-            if lean and self.dialect.name == "sqlite":
+            if lean:
                 conn = cast(Connection, LeanConnection(conn))
             tx = Tx(conn, self.dialect)
             tx.codec = self.codec
@@ -352,16 +355,22 @@ class LeanResult:
 
 
 class LeanConnection:
-    """A SQLite :class:`Connection` of one write transaction whose ``exec_driver_sql`` runs on the
-    sqlite3 cursor directly (no SQLAlchemy execution context, result metadata or events); everything
-    else is the connection's own.  Errors are SQLAlchemy's (``DBAPIError.instance``), and the
-    statement clock of the query time limit (``make_engine``'s progress handler) is kept."""
+    """A :class:`Connection` of one write transaction whose ``exec_driver_sql`` runs on the driver's
+    cursor directly (sqlite3 or psycopg: no SQLAlchemy execution context, result metadata or events);
+    everything else is the connection's own.  Errors are SQLAlchemy's (``DBAPIError.instance``), and
+    on SQLite the statement clock of the query time limit (``make_engine``'s progress handler) is kept
+    (PostgreSQL's is the server's ``statement_timeout``)."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         fairy = conn.connection
         self._dbapi: Any = fairy.dbapi_connection
         self._started: list[float] | None = fairy.info.get("phip_started")
+        self._error: type[Exception] = sqlite3.Error
+        if conn.dialect.name == "postgresql":
+            import psycopg
+
+            self._error = psycopg.Error
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
@@ -384,8 +393,8 @@ class LeanConnection:
             make = _lean_row(tuple(d[0] for d in cur.description))._make
             rows = [make(r) for r in cur.fetchall()]
             return LeanResult(rows, cur.rowcount)
-        except sqlite3.Error as e:
-            raise sa.exc.DBAPIError.instance(statement, parameters, e, sqlite3.Error) from e
+        except self._error as e:
+            raise sa.exc.DBAPIError.instance(statement, parameters, e, self._error) from e
         finally:
             cur.close()
 
@@ -774,8 +783,12 @@ class Repository:
 
     def _store(
         self, tx: Tx, rtype: str, rid: str, resource: dict[str, Any] | None, version: int, method: str,
-        existing_rid: int | None, index: Any = None,
+        existing_rid: int | None, ready: Checked | None = None,
     ) -> Row:
+        """``ready``: what was computed before the transaction for this very resource (see
+        :func:`_ready`): its index rows, its PREPARE_WRITE results."""
+        index = ready.index if ready is not None else None
+        prepared = ready.prepared if ready is not None and ready.prepared_id == rid else None
         now = now_us()
         conn = tx.conn
         content: bytes | None = None
@@ -816,7 +829,7 @@ class Repository:
                 tx.pending_prepared[row_id] = index
         tx.changes.append((row_id, rtype, rid, version, deleted, now))
         with as_system():
-            self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(rtype, rid, version, method, doc))
+            self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(rtype, rid, version, method, doc, prepared))
         return Row(row_id, rtype, rid, version, now, deleted, content, method)
 
     def _bind_content(self, stored: Any) -> Any:
@@ -854,7 +867,7 @@ class Repository:
                 self.scope.check_write(tx.conn, rtype, resource, "POST", None)
             issues += self._before_write(tx, rtype, resource, "POST")
             new_id = rid or str(uuid.uuid4())
-            row = self._store(tx, rtype, new_id, resource, 1, "POST", None, _prepared_index(checked, resource))
+            row = self._store(tx, rtype, new_id, resource, 1, "POST", None, _ready(checked, resource))
         return WriteResult(self.scope.view(row) if self.scope is not None else row, 201, issues)
 
     def update(
@@ -884,7 +897,7 @@ class Repository:
                 if expected is not None:
                     raise conflict(f"{rtype}/{rid} does not exist (If-Match {if_match})", 412)
                 issues += self._before_write(tx, rtype, resource, method)
-                row = self._store(tx, rtype, rid, resource, 1, method, None, _prepared_index(checked, resource))
+                row = self._store(tx, rtype, rid, resource, 1, method, None, _ready(checked, resource))
                 return WriteResult(scope.view(row) if scope is not None else row, 201, issues)
             if expected is not None and expected != cur.version:
                 raise conflict(
@@ -895,7 +908,7 @@ class Repository:
                 return WriteResult(scope.view(same) if scope is not None else same, 200, issues)
             issues += self._before_write(tx, rtype, resource, method)
             row = self._store(tx, rtype, rid, resource, cur.version + 1, method, cur.rid,
-                              _prepared_index(checked, resource))
+                              _ready(checked, resource))
         return WriteResult(scope.view(row) if scope is not None else row, 201 if cur.deleted else 200, issues)
 
     def patch(self, rtype: str, rid: str, patch: Any, *, if_match: str | None = None) -> WriteResult:
@@ -1074,12 +1087,13 @@ class Repository:
         return out, (out[-1][0] if out else since)
 
 
-def _prepared_index(checked: Checked | None, resource: dict[str, Any]) -> Any:
-    """The index rows computed with ``checked`` if the resource is still the one they were computed for
-    (the index does not depend on the id or ``meta.versionId``/``lastUpdated`` the write adds)."""
-    if checked is None or checked.index is None or checked.raw is None:
+def _ready(checked: Checked | None, resource: dict[str, Any]) -> Checked | None:
+    """``checked`` if the resource is still the one its index rows and PREPARE_WRITE results were
+    computed for (the index does not depend on the id or ``meta.versionId``/``lastUpdated`` the write
+    adds; the prepared results are used for the id they were computed with only)."""
+    if checked is None or checked.raw is None or (checked.index is None and checked.prepared is None):
         return None
-    return checked.index if orjson.dumps(resource) == checked.raw else None
+    return checked if orjson.dumps(resource) == checked.raw else None
 
 
 def _orjson_str(value: Any) -> str:
