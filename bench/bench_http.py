@@ -221,23 +221,31 @@ def reads_httpx(srv: common.Server, paths: list[str], token: str, connections: i
 
 
 # -- bundles ---------------------------------------------------------------------------------------------
-def make_bundles(n: int, seed: int, orgs: list[str], pracs: list[str]) -> list[bytes]:
-    """The bundles of a live EMR feed: each visit is moved to end an hour ago (as a hospital posts
-    today's visit), so data-quality timeliness rules judge them on time, as they would be."""
+def make_bundles(n: int, seed: int, orgs: list[str], pracs: list[str], *, raw: bool = False) -> list[bytes]:
+    """The bundles of a live EMR feed, as a hospital whose records meet the national dataset's
+    required elements posts today's visits: every event of a bundle falls within the last 12 hours,
+    in its order (so the data-quality timeliness rules judge them on time), and each record carries
+    the elements the quality engine's completeness rules ask of it that ``gen`` leaves out (the
+    encounter's department, the diagnosing doctor, the injection site).  ``raw``: ``gen``'s bundles
+    as they are, the latest event an hour ago (about 15 findings, hence 15 Tasks, a bundle)."""
     g = gen.Gen(20 * n, seed + 1000)
     if orgs:
         g.orgs = orgs
     if pracs:
         g.pracs = pracs
     now = datetime.now(UTC) - timedelta(hours=1)
-    return [orjson.dumps(_live(g.visit_bundle(k), now)) for k in range(n)]
+    if raw:
+        return [orjson.dumps(_live(g.visit_bundle(k), now, None)) for k in range(n)]
+    return [orjson.dumps(_compliant(_live(g.visit_bundle(k), now, timedelta(hours=12)))) for k in range(n)]
 
 
 _DT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
-def _live(bundle: dict[str, Any], end: datetime) -> dict[str, Any]:
-    """Shift every dateTime of the bundle by one delta so that the latest is ``end``."""
+def _live(bundle: dict[str, Any], end: datetime, span: timedelta | None) -> dict[str, Any]:
+    """Move every dateTime of the bundle so that the latest is ``end``: by one delta (``span``
+    None), or into the ``span`` before ``end``, order kept (a bundle whose events are further apart
+    is compressed)."""
     found: list[datetime] = []
 
     def walk(v: Any, fn: Any) -> Any:
@@ -252,8 +260,35 @@ def _live(bundle: dict[str, Any], end: datetime) -> dict[str, Any]:
     walk(bundle, lambda v: found.append(datetime.fromisoformat(v.replace("Z", "+00:00"))) or v)
     if not found:
         return bundle
-    delta = end - max(found)
-    return walk(bundle, lambda v: (datetime.fromisoformat(v.replace("Z", "+00:00")) + delta).isoformat())  # type: ignore[no-any-return]
+    last = max(found)
+    width = last - min(found)
+    scale = 1.0 if span is None or width <= span else span / width
+
+    def move(v: str) -> str:
+        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        return (end - (last - t) * scale).isoformat()
+
+    return walk(bundle, move)  # type: ignore[no-any-return]
+
+
+def _compliant(bundle: dict[str, Any]) -> dict[str, Any]:
+    """Add what the completeness rules require and ``gen``'s visit records lack."""
+    entries = bundle["entry"]
+    doctor = {e["fullUrl"]: e["resource"].get("participant", [{}])[0].get("individual")
+              for e in entries if e["resource"]["resourceType"] == "Encounter"}
+    for e in entries:
+        r = e["resource"]
+        if r["resourceType"] == "Encounter":
+            r.setdefault("serviceType", {"coding": [{"system": "urn:phip:cs:department", "code": "03",
+                                                     "display": "内科"}], "text": "内科"})
+        elif r["resourceType"] == "Condition" and "recorder" not in r:
+            who = doctor.get((r.get("encounter") or {}).get("reference", ""))
+            if who:
+                r["recorder"] = who
+        elif r["resourceType"] == "Immunization":
+            r.setdefault("site", {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActSite",
+                                              "code": "LA", "display": "left arm"}]})
+    return bundle
 
 
 def post_bundles(srv: common.Server, bodies: list[bytes], token: str, clients: int,
@@ -466,6 +501,9 @@ def main() -> None:
     ap.add_argument("--bundles", type=int, default=300, help="transaction bundles per worker setting")
     ap.add_argument("--bundle-seconds", type=int, default=10,
                     help="with wrk: seconds per bundle measurement (0: the httpx client and --bundles)")
+    ap.add_argument("--raw-bundles", action="store_true",
+                    help="post gen's visit bundles as they are (events up to years apart, elements the quality "
+                         "rules require missing: ~15 findings and Tasks a bundle) instead of a compliant live feed")
     ap.add_argument("--bundle-clients", default="1,4",
                     help="comma-separated numbers of concurrent clients (the bundles are split between them)")
     ap.add_argument("--ids", type=int, default=20_000, help="how many random ids to read from")
@@ -493,7 +531,7 @@ def main() -> None:
         workers = [int(x) for x in a.workers.split(",")]
         conns = [int(x) for x in a.connections.split(",")]
         bclients = [int(x) for x in a.bundle_clients.split(",")]
-        bundles_all = make_bundles(a.bundles * len(workers), a.seed, orgs, pracs)
+        bundles_all = make_bundles(a.bundles * len(workers), a.seed, orgs, pracs, raw=a.raw_bundles)
         print(f"phip HTTP benchmark — node {data} ({info.get('backend')}, {info.get('loaded', '?'):,} resources), "
               f"read client {'wrk' if use_wrk else 'asyncio+httpx'}, {common.describe()}", flush=True)
         print("note: client and server share the 2 cores; CPU seconds of each are shown per measurement")
@@ -505,7 +543,7 @@ def main() -> None:
               f"(no sockets/HTTP parsing) {lay['asgi_app_read_us']:.0f} µs — 1,500/s on 2 cores leaves ≤ 1,300 µs "
               f"per request for server + client", flush=True)
         if a.profile or a.profile_only:
-            extra = make_bundles(60, a.seed + 7, orgs, pracs)
+            extra = make_bundles(60, a.seed + 7, orgs, pracs, raw=a.raw_bundles)
             for phase in ("read", "bundle"):
                 text = profile_phase(data, phase, paths_file, token, extra, 10)
                 p = common.OUT / f"profile_{phase}_{info.get('backend')}.txt"
@@ -544,7 +582,8 @@ def main() -> None:
                     if use_wrk and a.bundle_seconds > 0:
                         # enough distinct bundles for the run at up to BUNDLE_BODIES_PER_S, each posted once
                         bodies = make_bundles(a.bundle_seconds * BUNDLE_BODIES_PER_S,
-                                              a.seed + 1000 * (wi * len(bclients) + k + 1), orgs, pracs)
+                                              a.seed + 1000 * (wi * len(bclients) + k + 1), orgs, pracs,
+                                              raw=a.raw_bundles)
                         b = post_bundles_wrk(srv, bodies, token, nc, a.bundle_seconds)
                     else:
                         b = post_bundles(srv, chunk[k * per : (k + 1) * per], token, nc)
