@@ -48,6 +48,8 @@ SKIP = frozenset({
     "ResearchDefinition", "ResearchElementDefinition", "RiskEvidenceSynthesis", "TestScript", "TestReport",
 })
 UNKNOWN = "unknown"
+#: the name of a transaction's counter changes (``Tx.state``, ``Tx.before_commit``)
+COUNTS = "quality.counts"
 #: ``jobs`` row holding the highest imported resource row id the batch phase has processed
 WATERMARK = "quality:import"
 TASK_RULE_SYSTEM = "urn:phip:cs:quality-rule"
@@ -474,7 +476,14 @@ class QualityService:
                 _insert_many(conn, "quality_finding", _QF_COLS, frows)
             for dim, keys in flags.items():
                 conn.exec_driver_sql(f"UPDATE quality_resource SET f_{dim} = 1 WHERE rtype = {m} AND rid = {m}", keys)
-        # 3. counters
+        # 3. counters (one resource's: added to the transaction's, written at its end)
+        if key is not None:
+            r = conn.exec_driver_sql(
+                f"SELECT institution, day, {', '.join('f_' + d for d in FLAG_DIMENSIONS)} FROM quality_resource "
+                f"WHERE {where}", args).first()
+            if r is not None:
+                self._count(tx, r[0], key.rtype, r[1], 1, r[2:])
+            return cross
         sums = ", ".join(f"SUM(f_{d})" for d in FLAG_DIMENSIONS)
         upd = ", ".join(f"f_{d} = quality_counter.f_{d} + excluded.f_{d}" for d in FLAG_DIMENSIONS)
         cols = ", ".join(f"f_{d}" for d in FLAG_DIMENSIONS)
@@ -485,11 +494,56 @@ class QualityService:
             "ON CONFLICT (institution, rtype, day) DO UPDATE SET "
             f"received = quality_counter.received + excluded.received, {upd}", args)
         # 4. the watermark and Tasks for the new findings
-        if key is None:
-            self._set_watermark(conn, args[1])
-            if self.tasks:
-                self._tasks_bulk(tx)
+        self._set_watermark(conn, args[1])
+        if self.tasks:
+            self._tasks_bulk(tx)
         return cross
+
+    # -- counters of REST writes: gathered per transaction ---------------------------------------------------
+    def _count(self, tx: Any, institution: str | None, rtype: str, day: int, received: int,
+               flags: Iterable[int]) -> None:
+        """Add to the ``quality_counter`` row (institution, type, day) at the end of the transaction.
+        Every write of an institution's records on a day updates the same row: updated at once,
+        concurrent transactions (PostgreSQL) queued on its row lock for the rest of each other's
+        transaction; now they hold it from their end to their commit only."""
+        if institution is None:  # (never counted: no row to add to)
+            return
+        counts: dict[tuple[str, str, int], list[int]] | None = tx.state.get(COUNTS)
+        if counts is None:
+            counts = tx.state[COUNTS] = {}
+            tx.before_commit[COUNTS] = self._write_counts
+        k = (institution, rtype, int(day))
+        v = counts.get(k)
+        if v is None:
+            v = counts[k] = [0] * (1 + len(FLAG_DIMENSIONS))
+        v[0] += received
+        for i, f in enumerate(flags, start=1):
+            v[i] += int(f)
+
+    def _write_counts(self, tx: Any) -> None:
+        """The transaction's counter changes, one statement a row, in key order (two transactions
+        lock their rows in the same order: no deadlock).  A row gets created only by a count that
+        adds a record (as ``INSERT … ON CONFLICT`` did); what only takes away or flags updates the
+        row if there is one (as ``UPDATE`` did)."""
+        counts: dict[tuple[str, str, int], list[int]] = tx.state.pop(COUNTS, {})
+        conn = tx.conn
+        m = _mark(conn)
+        cols = ", ".join(f"f_{d}" for d in FLAG_DIMENSIONS)
+        upd = ", ".join(f"f_{d} = quality_counter.f_{d} + excluded.f_{d}" for d in FLAG_DIMENSIONS)
+        add = ", ".join(f"f_{d} = f_{d} + {m}" for d in FLAG_DIMENSIONS)
+        for (inst, rtype, day), v in sorted(counts.items()):
+            if not any(v):
+                continue
+            if v[0] > 0:
+                conn.exec_driver_sql(
+                    f"INSERT INTO quality_counter (institution, rtype, day, received, {cols}) "
+                    f"VALUES ({', '.join([m] * (4 + len(FLAG_DIMENSIONS)))}) "
+                    "ON CONFLICT (institution, rtype, day) DO UPDATE SET "
+                    f"received = quality_counter.received + excluded.received, {upd}", (inst, rtype, day, *v))
+            else:
+                conn.exec_driver_sql(
+                    f"UPDATE quality_counter SET received = received + {m}, {add} "
+                    f"WHERE institution = {m} AND rtype = {m} AND day = {m}", (*v, inst, rtype, day))
 
     def _inherit(self, conn: Connection, where: str, args: tuple[Any, ...], key: ResKey | None,
                  resolve: bool = True) -> None:
@@ -602,9 +656,10 @@ class QualityService:
                                  f"AND rtype = 'Patient' AND day = {m}", counted)
         return out
 
-    def _late_registration_rest(self, conn: Connection, key: ResKey, fx: Facts, inst: str | None, now: int) -> None:
+    def _late_registration_rest(self, tx: Any, key: ResKey, fx: Facts, inst: str | None, now: int) -> None:
         """The REST path of :meth:`_late_registrations`: a late record just written, whose Patient came
         within the window before it (e.g. the same transaction Bundle), makes the registration late."""
+        conn = tx.conn
         reg = self.rules.f.timeliness.registrations
         if (reg is None or "Patient" not in reg.types or key.rtype == "Patient" or not fx.subject
                 or not fx.subject.startswith("Patient/")
@@ -634,8 +689,7 @@ class QualityService:
             ).scalar_one()
         conn.exec_driver_sql(f"UPDATE quality_resource SET f_timeliness = 1 WHERE rtype = 'Patient' AND rid = {m}",
                              (pid,))
-        conn.exec_driver_sql(f"UPDATE quality_counter SET f_timeliness = f_timeliness + 1 WHERE institution = {m} "
-                             f"AND rtype = 'Patient' AND day = {m}", (inst, p[2]))
+        self._count(tx, inst, "Patient", p[2], 0, (int(d == "timeliness") for d in FLAG_DIMENSIONS))
         if self.tasks:
             self._new_task(conn, fid, ResKey("Patient", pid), f, fx.subject, inst, now)
 
@@ -719,11 +773,7 @@ class QualityService:
             f"WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid)).first()
         if old is not None:
             if old[-1] == 0 or old[-1] <= self._watermark(conn):  # counted already: take its contribution out
-                sets = ", ".join(f"f_{d} = f_{d} - {m}" for d in FLAG_DIMENSIONS)
-                conn.exec_driver_sql(
-                    f"UPDATE quality_counter SET received = received - 1, {sets} "
-                    f"WHERE institution = {m} AND rtype = {m} AND day = {m}",
-                    (*old[3:-1], old[0], key.rtype, old[1]))
+                self._count(tx, old[0], key.rtype, old[1], -1, (-int(f) for f in old[3:-1]))
             conn.exec_driver_sql(f"DELETE FROM quality_resource WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid))
         now = now_us()
         if ev.resource is None:  # deleted: its open findings are withdrawn
@@ -759,7 +809,7 @@ class QualityService:
         # a first version (never stored before: no findings yet) has nothing to reconcile
         self._sync(tx, key, ev.version, findings, (fx.subject, inst_row[0], inst_row[1]), now,
                    new=old is None and ev.version == 1)
-        self._late_registration_rest(conn, key, fx, inst_row[0], now)
+        self._late_registration_rest(tx, key, fx, inst_row[0], now)
 
     def _via_institution(self, conn: Connection, via: str | None) -> str:
         """The institution a record without one of its own takes from the record it points to (``via``,

@@ -416,6 +416,12 @@ class Tx:
         self.pending_index: dict[int, tuple[str, dict[str, Any]]] = {}
         self.pending_prepared: dict[int, Any] = {}  # rid → index rows computed before the transaction
         self.codec: ContentCodec | None = None
+        #: capabilities' state for the length of this transaction (by name)
+        self.state: dict[str, Any] = {}
+        #: run once, by name, when the transaction's writes are done, before its change-feed rows and
+        #: commit: a capability's writes gathered over the transaction (e.g. counters, whose rows every
+        #: concurrent writer updates — written last, their row locks are held only until the commit)
+        self.before_commit: dict[str, Callable[[Tx], None]] = {}
 
     def flush_pending(self) -> None:
         if self.pending_versions:
@@ -427,6 +433,9 @@ class Tx:
             self.pending_prepared = {}
 
     def flush_changes(self) -> None:
+        while self.before_commit:
+            name = next(iter(self.before_commit))
+            self.before_commit.pop(name)(self)
         self.flush_pending()
         if self.ref_checks:
             _check_references(self.conn, self.ref_checks)
