@@ -98,3 +98,28 @@ def test_a_writer_is_not_held_behind_another_open_transaction_of_the_same_instit
         t.join(30)
     assert not errors
     assert _counters(node) == _recount(node)
+
+
+def test_records_after_their_patients_update_in_one_bundle_are_judged_against_the_update(api: Any) -> None:
+    _org(api)
+    api.put("/fhir/Patient/p3", _patient("p3", GOOD_ID), expect=201)  # born 1980-05-17
+
+    def cond(cid: str) -> dict[str, Any]:
+        return {"resourceType": "Condition", "id": cid, "subject": {"reference": "Patient/p3"},
+                "code": {"coding": [{"system": "urn:oid:2.16.156.10011.2.3.3.11", "code": "J06.9"}]},
+                "onsetDateTime": "1979-03-01", "recordedDate": _now(-0.5),
+                "recorder": {"reference": "Practitioner/d1"}, "encounter": {"reference": "Encounter/e9"}}
+
+    earlier = _patient("p3", GOOD_ID, birthDate="1975-01-01")
+    entries = [{"resource": _encounter("e9", "p3"), "request": {"method": "PUT", "url": "Encounter/e9"}},
+               {"resource": cond("ca"), "request": {"method": "PUT", "url": "Condition/ca"}},
+               {"resource": earlier, "request": {"method": "PUT", "url": "Patient/p3"}},
+               {"resource": cond("cb"), "request": {"method": "PUT", "url": "Condition/cb"}}]
+    api.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries}, expect=200)
+
+    def rules(cid: str) -> set[str]:
+        return {x["rule"] for x in api.get(f"/quality/findings?resource=Condition/{cid}&status=open",
+                                           expect=200).json()["findings"]}
+
+    assert "consistency.Condition.event-in-life" in rules("ca")  # judged before the update: born 1980
+    assert "consistency.Condition.event-in-life" not in rules("cb")  # after it: born 1975

@@ -50,6 +50,10 @@ SKIP = frozenset({
 UNKNOWN = "unknown"
 #: the name of a transaction's counter changes (``Tx.state``, ``Tx.before_commit``)
 COUNTS = "quality.counts"
+#: the institutions of the rows a transaction wrote (``Tx.state``)
+INSTITUTIONS = "quality.institutions"
+#: the Patients' (gender, birth, death) a transaction looked up or wrote (``Tx.state``)
+LIVES = "quality.lives"
 #: ``jobs`` row holding the highest imported resource row id the batch phase has processed
 WATERMARK = "quality:import"
 TASK_RULE_SYSTEM = "urn:phip:cs:quality-rule"
@@ -461,7 +465,7 @@ class QualityService:
         if key is None:
             self._inherited = None
         # 2. cross-record checks
-        cross = self._cross(conn, where, args, fx)
+        cross = self._cross(conn, where, args, fx, tx if key is not None else None)
         now = now_us()
         if cross:
             info = self._info(conn, {k for k, _f in cross})
@@ -476,13 +480,8 @@ class QualityService:
                 _insert_many(conn, "quality_finding", _QF_COLS, frows)
             for dim, keys in flags.items():
                 conn.exec_driver_sql(f"UPDATE quality_resource SET f_{dim} = 1 WHERE rtype = {m} AND rid = {m}", keys)
-        # 3. counters (one resource's: added to the transaction's, written at its end)
+        # 3. counters (one resource's: counted by the caller, :meth:`on_write`)
         if key is not None:
-            r = conn.exec_driver_sql(
-                f"SELECT institution, day, {', '.join('f_' + d for d in FLAG_DIMENSIONS)} FROM quality_resource "
-                f"WHERE {where}", args).first()
-            if r is not None:
-                self._count(tx, r[0], key.rtype, r[1], 1, r[2:])
             return cross
         sums = ", ".join(f"SUM(f_{d})" for d in FLAG_DIMENSIONS)
         upd = ", ".join(f"f_{d} = quality_counter.f_{d} + excluded.f_{d}" for d in FLAG_DIMENSIONS)
@@ -584,7 +583,7 @@ class QualityService:
         return out
 
     def _cross(self, conn: Connection, where: str, args: tuple[Any, ...],
-               fx: Facts | None = None) -> list[tuple[ResKey, Found]]:
+               fx: Facts | None = None, tx: Any = None) -> list[tuple[ResKey, Found]]:
         ck = self.checker
         out: list[tuple[ResKey, Found]] = []
         w = where.replace("seq", "q.seq").replace("rtype =", "q.rtype =").replace("rid =", "q.rid =")
@@ -592,12 +591,24 @@ class QualityService:
         slack = ck.life_slack
         life = fx is None or ((fx.event is not None or fx.xrule is not None)
                               and bool(fx.subject and fx.subject.startswith("Patient/")))
-        for rtype, rid, event, xrule, gender, birth, death in [] if not life else conn.exec_driver_sql(
-            "SELECT q.rtype, q.rid, q.event, q.xrule, p.gender, p.birth, p.death FROM quality_resource q "
-            "JOIN quality_resource p ON p.rtype = 'Patient' AND p.rid = q.pid "
-            f"WHERE {w} AND (q.xrule IS NOT NULL OR q.event < p.birth - {slack} OR q.event > p.death + {slack})",
-            args
-        ):
+        if not life:
+            lives: Any = []
+        elif fx is not None and tx is not None:  # one record just written: its subject as this transaction knows it
+            lives = []
+            pat = self._patient_life(tx, fx.subject.split("/", 1)[1]) if fx.subject else None
+            if pat is not None:
+                gender, birth, death = pat
+                ev = fx.event
+                if fx.xrule is not None or (ev is not None and (
+                        (birth is not None and ev < birth - slack) or (death is not None and ev > death + slack))):
+                    lives = [(args[0], args[1], ev, fx.xrule, gender, birth, death)]
+        else:
+            lives = conn.exec_driver_sql(
+                "SELECT q.rtype, q.rid, q.event, q.xrule, p.gender, p.birth, p.death FROM quality_resource q "
+                "JOIN quality_resource p ON p.rtype = 'Patient' AND p.rid = q.pid "
+                f"WHERE {w} AND (q.xrule IS NOT NULL OR q.event < p.birth - {slack} OR q.event > p.death + {slack})",
+                args)
+        for rtype, rid, event, xrule, gender, birth, death in lives:
             k = ResKey(rtype, rid)
             if event is not None and rtype in ck.life_events and (
                     (birth is not None and event < birth - slack) or (death is not None and event > death + slack)):
@@ -777,6 +788,9 @@ class QualityService:
             conn.exec_driver_sql(f"DELETE FROM quality_resource WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid))
         now = now_us()
         if ev.resource is None:  # deleted: its open findings are withdrawn
+            self._institutions(tx).pop(f"{key.rtype}/{key.rid}", None)
+            if key.rtype == "Patient" and LIVES in tx.state:
+                tx.state[LIVES][key.rid] = None
             self._sync(tx, key, ev.version, [], None, now, deleted=True)
             return
         # a record's receipt is when it first came: a corrected resubmission is not late itself (a new
@@ -787,9 +801,11 @@ class QualityService:
         if fx.institution is None and key.rtype != "PractitionerRole":
             # what process() would resolve for this one record (its encounter's or subject's institution
             # as that row has it, else unknown), in one look-up: the row is stored with it
-            fx.institution = self._via_institution(conn, fx.via)
+            fx.institution = self._via_institution(tx, fx.via)
         row = self._row(key.rtype, key.rid, ev.version, fx, 0)
         _insert_many(conn, "quality_resource", _QR_COLS, [row])
+        if key.rtype == "Patient" and LIVES in tx.state:
+            tx.state[LIVES][key.rid] = (fx.gender, fx.birth, fx.death)
         cross = self.process(tx, key, fx)
         findings = fx.findings + [f for _k, f in cross]
         # the institution as process() left it: a record naming its own keeps it (only one without is
@@ -797,6 +813,10 @@ class QualityService:
         inst_row = (row[_INSTITUTION], row[_DAY]) if fx.institution is not None else conn.exec_driver_sql(
             f"SELECT institution, day FROM quality_resource WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid)
         ).first()
+        # counted as its row stands now: its own findings' dimensions and the cross-record ones process() set
+        dims = {self.dimension(f.rule) for f in findings}
+        self._count(tx, inst_row[0], key.rtype, inst_row[1], 1, (int(d in dims) for d in FLAG_DIMENSIONS))
+        self._institutions(tx)[f"{key.rtype}/{key.rid}"] = inst_row[0]
         if old is not None and old[3 + FLAG_DIMENSIONS.index("timeliness")] and key.rtype == "Patient":
             # a registration found late with its upload stays late: a resubmission is received at the first receipt
             kept = conn.exec_driver_sql(
@@ -811,11 +831,37 @@ class QualityService:
                    new=old is None and ev.version == 1)
         self._late_registration_rest(tx, key, fx, inst_row[0], now)
 
-    def _via_institution(self, conn: Connection, via: str | None) -> str:
+    def _patient_life(self, tx: Any, pid: str) -> tuple[str | None, int | None, int | None] | None:
+        """A Patient's (gender, birth, death) as its quality row has them, None without a row: looked up
+        once a transaction (a Bundle's records share their patient), kept current by :meth:`on_write`."""
+        lives: dict[str, Any] | None = tx.state.get(LIVES)
+        if lives is None:
+            lives = tx.state[LIVES] = {}
+        if pid not in lives:
+            m = _mark(tx.conn)
+            r = tx.conn.exec_driver_sql(f"SELECT gender, birth, death FROM quality_resource WHERE rtype = 'Patient' "
+                                        f"AND rid = {m}", (pid,)).first()
+            lives[pid] = None if r is None else (r[0], r[1], r[2])
+        return lives[pid]  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _institutions(tx: Any) -> dict[str, str | None]:
+        """The institutions of the rows this transaction wrote ("Type/id" → institution): a transaction
+        Bundle's records point to its encounter and patient, written just before."""
+        d: dict[str, str | None] | None = tx.state.get(INSTITUTIONS)
+        if d is None:
+            d = tx.state[INSTITUTIONS] = {}
+        return d
+
+    def _via_institution(self, tx: Any, via: str | None) -> str:
         """The institution a record without one of its own takes from the record it points to (``via``,
         "Encounter/x" or "Patient/x"), as :meth:`_inherit` sets it for one record written: the stored
         row's, else unknown."""
         if via and "/" in via:
+            known = self._institutions(tx).get(via)
+            if known is not None:
+                return known
+            conn = tx.conn
             m = _mark(conn)
             rec = conn.exec_driver_sql(f"SELECT institution FROM quality_resource WHERE rtype = {m} AND rid = {m}",
                                        tuple(via.split("/", 1))).first()
