@@ -12,6 +12,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from .test_counters import _counters, _recount
 from .test_flow import _encounter, _now, _org, _patient
 from .test_registry_check import ID_A, ID_B, import_findings
 
@@ -32,7 +33,7 @@ def _tx(*resources: dict[str, Any]) -> dict[str, Any]:
         {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources]}
 
 
-def test_rest_transaction_with_a_late_visit(api: Any) -> None:
+def test_rest_transaction_with_a_late_visit(api: Any, node: Any) -> None:
     _org(api)
     _org(api, "h2")
     # the first visit, 10 days ago, uploaded now together with the registration
@@ -51,6 +52,10 @@ def test_rest_transaction_with_a_late_visit(api: Any) -> None:
     # a corrected resubmission of the registration does not undo its late upload
     api.put("/fhir/Patient/p-late", _patient("p-late", ID_A, gender="male"), expect=200)
     assert _open(api, "p-late") == {"timeliness.Patient"}
+    assert _counters(node) == _recount(node)  # the day's counter still counts it late
+    api.put("/fhir/Patient/p-late", _patient("p-late", ID_A, gender="male", address=[{"text": "四川省成都市青羊区"}]),
+            expect=200)
+    assert _counters(node) == _recount(node)
     card = api.get("/quality/scorecard?institution=h1", expect=200).json()
     assert "timeliness" in str(card)
 

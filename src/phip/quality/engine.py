@@ -813,9 +813,6 @@ class QualityService:
         inst_row = (row[_INSTITUTION], row[_DAY]) if fx.institution is not None else conn.exec_driver_sql(
             f"SELECT institution, day FROM quality_resource WHERE rtype = {m} AND rid = {m}", (key.rtype, key.rid)
         ).first()
-        # counted as its row stands now: its own findings' dimensions and the cross-record ones process() set
-        dims = {self.dimension(f.rule) for f in findings}
-        self._count(tx, inst_row[0], key.rtype, inst_row[1], 1, (int(d in dims) for d in FLAG_DIMENSIONS))
         self._institutions(tx)[f"{key.rtype}/{key.rid}"] = inst_row[0]
         if old is not None and old[3 + FLAG_DIMENSIONS.index("timeliness")] and key.rtype == "Patient":
             # a registration found late with its upload stays late: a resubmission is received at the first receipt
@@ -826,6 +823,11 @@ class QualityService:
                 findings.append(Found(kept[0], kept[1], kept[2]))
                 conn.exec_driver_sql(f"UPDATE quality_resource SET f_timeliness = 1 WHERE rtype = {m} AND rid = {m}",
                                      (key.rtype, key.rid))
+        # counted as its row stands now: its own findings' dimensions, the cross-record ones process() set
+        # and a registration's late upload it keeps (counted before that was kept, the day's counter missed
+        # it, and the next resubmission took it out all the same)
+        dims = {self.dimension(f.rule) for f in findings}
+        self._count(tx, inst_row[0], key.rtype, inst_row[1], 1, (int(d in dims) for d in FLAG_DIMENSIONS))
         # a first version (never stored before: no findings yet) has nothing to reconcile
         self._sync(tx, key, ev.version, findings, (fx.subject, inst_row[0], inst_row[1]), now,
                    new=old is None and ev.version == 1)
