@@ -168,19 +168,25 @@ def reads_wrk(srv: common.Server, paths_file: Path, token: str, connections: int
     lua.write_text(WRK_LUA)
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "5s",
            "-s", str(lua), srv.base, "--", str(paths_file), token, str(random.randrange(1 << 20))]
-    s0, c0 = proc_cpu(srv.pids()), children_cpu()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-    s1, c1 = proc_cpu(srv.pids()), children_cpu()
-    m = re.search(r"WRKJSON (\{.*\})", out.stdout)
-    if not m:
-        raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
-    w = orjson.loads(m.group(1))
+    w, _stdout, server_cpu, client_cpu = _run_wrk(srv, cmd, duration + 60)
     secs = w["duration_us"] / 1e6
     errors = w["status_errors"] + w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]
     return {"client": "wrk", "connections": connections, "seconds": secs, "requests": w["requests"],
             "rps": w["requests"] / secs, "p50_ms": w["p50"] / 1000, "p90_ms": w["p90"] / 1000,
             "p99_ms": w["p99"] / 1000, "max_ms": w["max"] / 1000, "mean_ms": w["mean"] / 1000, "errors": errors,
-            "server_cpu_s": s1 - s0, "client_cpu_s": c1 - c0}
+            "server_cpu_s": server_cpu, "client_cpu_s": client_cpu}
+
+
+def _run_wrk(srv: common.Server, cmd: list[str], timeout: int) -> tuple[dict[str, Any], str, float, float]:
+    """Run wrk (its Lua script prints a ``WRKJSON {…}`` line): that JSON, wrk's output, and the CPU
+    seconds the server's processes and wrk used meanwhile."""
+    s0, c0 = proc_cpu(srv.pids()), children_cpu()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    s1, c1 = proc_cpu(srv.pids()), children_cpu()
+    m = re.search(r"WRKJSON (\{.*\})", out.stdout)
+    if not m:
+        raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+    return orjson.loads(m.group(1)), out.stdout, s1 - s0, c1 - c0
 
 
 def reads_httpx(srv: common.Server, paths: list[str], token: str, connections: int, duration: int,
@@ -342,14 +348,8 @@ def post_bundles_wrk(srv: common.Server, bodies: list[bytes], token: str, client
     body_file.write_bytes(b"\n".join(bodies) + b"\n")
     cmd = ["wrk", "-t", "1", "-c", str(clients), "-d", f"{duration}s", "--timeout", "30s", "-s", str(lua),
            srv.base, "--", str(body_file), token]
-    s0, c0 = proc_cpu(srv.pids()), children_cpu()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
-    s1, c1 = proc_cpu(srv.pids()), children_cpu()
-    m = re.search(r"WRKJSON (\{.*\})", out.stdout)
-    if not m:
-        raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
-    w = orjson.loads(m.group(1))
-    bad = re.search(r"WRKBAD (.*)", out.stdout)
+    w, stdout, server_cpu, client_cpu = _run_wrk(srv, cmd, duration + 120)
+    bad = re.search(r"WRKBAD (.*)", stdout)
     secs = w["duration_us"] / 1e6
     errors = w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"]
     done = w["ok"]
@@ -361,7 +361,7 @@ def post_bundles_wrk(srv: common.Server, bodies: list[bytes], token: str, client
     return {"client": "wrk", "clients": clients, "bundles": done, "seconds": secs, "bundles_per_s": done / secs,
             "resources_per_s": 20 * done / secs, "p50_ms": w["p50"] / 1000, "p99_ms": w["p99"] / 1000,
             "max_ms": w["max"] / 1000, "failures": failures, "first_failures": first[:3],
-            "server_cpu_s": s1 - s0, "client_cpu_s": c1 - c0}
+            "server_cpu_s": server_cpu, "client_cpu_s": client_cpu}
 
 
 # -- server-side profile -----------------------------------------------------------------------------------
