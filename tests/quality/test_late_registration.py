@@ -41,7 +41,12 @@ def test_rest_transaction_with_a_late_visit(api: Any, node: Any) -> None:
     assert _open(api, "p-late") == {"timeliness.Patient"}
     f = api.get("/quality/findings?resource=Patient/p-late&rule=timeliness.Patient", expect=200).json()["findings"][0]
     assert "Encounter/e-late" in f["message"] and f["path"] == "Patient.meta.lastUpdated" and f["institution"] == "h1"
-    assert api.get(f"/fhir/{f['task']}", expect=200).json()["for"] == {"reference": "Patient/p-late"}
+    # a late upload cannot be undone by resubmitting: listed and counted, but no Task is assigned
+    assert f["task"] is None
+    late = api.get("/quality/findings?resource=Encounter/e-late&rule=timeliness.Encounter", expect=200).json()
+    assert [x["task"] for x in late["findings"]] == [None]
+    for focus in ("Patient/p-late", "Encounter/e-late"):
+        assert api.get(f"/fhir/Task?focus={focus}&_summary=count", expect=200).json()["total"] == 0
     # a visit sent as it happens: the registration is on time
     api.post("/fhir", _tx(_patient("p-ok", ID_B), _encounter("e-ok", "p-ok", _now(-1))), expect=200)
     assert _open(api, "p-ok") == set()
@@ -58,6 +63,20 @@ def test_rest_transaction_with_a_late_visit(api: Any, node: Any) -> None:
     assert _counters(node) == _recount(node)
     card = api.get("/quality/scorecard?institution=h1", expect=200).json()
     assert "timeliness" in str(card)
+
+
+def test_late_uploads_get_tasks_when_the_rules_assign_them(api: Any, node: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Task policy is the rules' (``tasks.dimensions``): an operator who wants late uploads
+    assigned too gets a Task for each."""
+    svc = node.ext["quality"]
+    monkeypatch.setattr(svc.rules, "task_dimensions", svc.rules.task_dimensions | {"timeliness"})
+    _org(api)
+    api.put("/fhir/Patient/p-late", _patient("p-late", ID_A), expect=201)
+    api.put("/fhir/Encounter/e-late", _encounter("e-late", "p-late", _at(10)), expect=201)
+    f = api.get("/quality/findings?resource=Encounter/e-late&rule=timeliness.Encounter", expect=200).json()
+    task = api.get(f"/fhir/{f['findings'][0]['task']}", expect=200).json()
+    assert task["focus"] == {"reference": "Encounter/e-late"} and task["status"] == "requested"
 
 
 def test_import_batch_phase(node: Any, tmp_path: Path) -> None:
@@ -99,7 +118,8 @@ def test_a_file_without_upload_times_is_not_judged_late(node: Any, tmp_path: Pat
 def test_import_tasks_made_before_the_index_rebuild_are_searchable(node: Any, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A large load rebuilds the search indexes at the end; the Tasks written for its findings
-    before that (IMPORT_LOADED) are found by owner and status afterwards, one per finding."""
+    before that (IMPORT_LOADED) are found by owner and status afterwards, one per assigned finding;
+    the late uploads of the load are findings without a Task."""
     from phip.importer.loader import Importer
     from phip.quality.tables import quality_finding as QF
     from phip.store import schema as S
@@ -113,29 +133,39 @@ def test_import_tasks_made_before_the_index_rebuild_are_searchable(node: Any, tm
         with node.store.engine.connect() as conn:
             at_rebuild.append((
                 {r[0] for r in conn.execute(sa.select(S.resources.c.id).where(S.resources.c.type == "Task"))},
-                {r[0] for r in conn.execute(sa.select(QF.c.task).where(QF.c.status == "open"))}))
+                {r[0] for r in conn.execute(sa.select(QF.c.task).where(QF.c.status == "open",
+                                                                       QF.c.task.isnot(None)))}))
         return rebuild(*a, **k)
 
     monkeypatch.setattr(node.store, "ensure_indexes", spy)
 
     up = "2025-03-20T10:00:00+08:00"
+    start = "2025-03-01T09:00:00+08:00"
+    visit = {k: v for k, v in _encounter("e1", "p1", start).items() if k != "serviceType"}  # incomplete
     docs = [{"resourceType": "Organization", "id": "h1", "name": "医院"},
             dict(_patient("p1", ID_A), meta={"lastUpdated": up}),
-            dict(_encounter("e1", "p1", "2025-03-01T09:00:00+08:00"), meta={"lastUpdated": up})]
+            dict(visit, meta={"lastUpdated": up}),
+            # the same visit again: a duplicate, found by the batch phase's cross-record checks
+            dict(_encounter("e2", "p1", start), meta={"lastUpdated": up})]
     f = tmp_path / "all.ndjson"
     f.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
     imp = Importer(node.store)
     imp.import_all([f], defer_indexes=True)
     with node.store.engine.connect() as conn:
-        tasks = {r[0] for r in conn.execute(sa.select(QF.c.task).where(QF.c.status == "open"))}
-    assert tasks and None not in tasks
+        rows = conn.execute(sa.select(QF.c.rid, QF.c.rule, QF.c.task).where(QF.c.status == "open")).all()
+    by_rule = {(r.rid, r.rule): r.task for r in rows}
+    # late: the two visits and the registration that came with them — no Task for any
+    assert {k for k in by_rule if k[1].startswith("timeliness.")} == {
+        ("e1", "timeliness.Encounter"), ("e2", "timeliness.Encounter"), ("p1", "timeliness.Patient")}
+    assert all(by_rule[k] is None for k in by_rule if k[1].startswith("timeliness."))
+    incomplete = by_rule[("e1", "completeness.Encounter.serviceType")]
+    duplicate = by_rule[("e2", "uniqueness.Encounter")]
+    tasks = {t for t in by_rule.values() if t is not None}
+    assert tasks == {incomplete, duplicate} and None not in (incomplete, duplicate)
     found = node.store.repository().find("Task", "owner=Organization/h1&status=requested")
     assert {r.id for r in found} == tasks
-    # the visit's late upload was found per batch: its Task was written before the rebuild, none after
-    # it but the registration's (found in the batch phase, AFTER_IMPORT)
+    # the incomplete visit was found per batch: its Task was written before the rebuild; the duplicate
+    # (found in the batch phase, AFTER_IMPORT) after it
     assert len(at_rebuild) == 1
     before, assigned = at_rebuild[0]
-    assert len(before) == 1 and assigned == before
-    with node.store.engine.connect() as conn:
-        late_reg = conn.execute(sa.select(QF.c.task).where(QF.c.rule == "timeliness.Patient")).scalar_one()
-    assert tasks == before | {late_reg} and late_reg not in before
+    assert before == assigned == {incomplete}

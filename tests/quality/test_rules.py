@@ -54,3 +54,22 @@ def test_duplicate_rule_ids_are_refused() -> None:
 def test_not_json_is_refused() -> None:
     with pytest.raises(R.RulesError, match="not valid JSON"):
         R.parse(b"{", "x.json")
+
+
+def test_task_policy_is_data() -> None:
+    """Findings a resubmission can fix are assigned as Tasks; late uploads are not, unless the
+    operator's rules say so; the policy names dimensions only."""
+    rs = R.load()
+    assert rs.assigned("conformance.Patient.id-number") and rs.assigned("uniqueness.Encounter")
+    assert rs.assigned("completeness.Encounter.period.end") and rs.assigned("consistency.Patient.id-sex")
+    assert not rs.assigned("timeliness.Encounter") and not rs.assigned("timeliness.Patient")
+    d = _doc()
+    d["tasks"]["dimensions"].append("timeliness")
+    assert R.parse(orjson.dumps(d)).assigned("timeliness.Encounter")
+    d = _doc()
+    del d["tasks"]  # a rules file of an earlier version: the default policy
+    assert R.parse(orjson.dumps(d)).task_dimensions == rs.task_dimensions
+    d = _doc()
+    d["tasks"]["dimensions"] = ["completeness", "speed"]
+    with pytest.raises(R.RulesError, match=r"tasks\.dimensions\.1"):
+        R.parse(orjson.dumps(d))

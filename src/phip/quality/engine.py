@@ -128,7 +128,8 @@ class Prepare:
                                self.rules.f.timezone_offset_hours))
         codes = self._checker.code_candidates(rtype, res)
         inst = fx.institution
-        if not fx.findings or not self.tasks:
+        assigned = self.rules.assigned
+        if not self.tasks or not any(assigned(f.rule) for f in fx.findings):
             return row, tuple((f.rule, dim(f.rule), f.path, f.message, None) for f in fx.findings), codes
         # the finding's Task, made here but for its id and, when the record names no institution of its
         # own (it inherits its encounter's or subject's in the batch phase), its owner
@@ -137,6 +138,9 @@ class Prepare:
         now = now_us()
         out = []
         for f in fx.findings:
+            if not assigned(f.rule):
+                out.append((f.rule, dim(f.rule), f.path, f.message, None))
+                continue
             task = task_doc(self.rules, "", rtype, rid, f.rule, f.message, fx.subject, inst, now)
             ix = index_resource(task)  # (the id is not indexed: _id is the stored row's)
             if codec is not None:
@@ -701,7 +705,7 @@ class QualityService:
         conn.exec_driver_sql(f"UPDATE quality_resource SET f_timeliness = 1 WHERE rtype = 'Patient' AND rid = {m}",
                              (pid,))
         self._count(tx, inst, "Patient", p[2], 0, (int(d == "timeliness") for d in FLAG_DIMENSIONS))
-        if self.tasks:
+        if self.tasks and self.rules.assigned(f.rule):
             self._new_task(conn, fid, ResKey("Patient", pid), f, fx.subject, inst, now)
 
     def _registry(self, conn: Connection, w: str, args: tuple[Any, ...],
@@ -900,7 +904,7 @@ class QualityService:
                     f"message = {m}, institution = {m} WHERE id = {m}", (version, f.path, f.message, inst, old[0]))
                 if old[2] != "open" and old[3]:
                     self._close_task(old[3], "requested")
-                elif not old[3] and self.tasks:
+                elif not old[3] and self.tasks and self.rules.assigned(rule):
                     self._new_task(conn, old[0], key, f, subject, inst, now, tasks)
                 continue
             fid = conn.exec_driver_sql(
@@ -908,7 +912,7 @@ class QualityService:
                 "RETURNING id",
                 (key.rtype, key.rid, version, rule, self.dimension(rule), f.path, f.message, subject, inst, day,
                  "open", now)).scalar_one()
-            if self.tasks:
+            if self.tasks and self.rules.assigned(rule):
                 self._new_task(conn, fid, key, f, subject, inst, now, tasks)
         if tasks:
             conn.exec_driver_sql(f"UPDATE quality_finding SET task = {m} WHERE id = {m}", tasks)
@@ -943,12 +947,15 @@ class QualityService:
         repo.update("Task", task_id, task)
 
     def _tasks_bulk(self, tx: Any) -> None:
-        """One Task per new finding, written through the importer's fast path."""
+        """One Task per new finding of a dimension the rules assign (``tasks``), written through the
+        importer's fast path."""
         from phip.importer.loader import Importer
 
         conn = tx.conn
         rows = conn.execute(sa.select(QF.c.id, QF.c.rtype, QF.c.rid, QF.c.rule, QF.c.message, QF.c.subject,
-                                      QF.c.institution).where(QF.c.task.is_(None), QF.c.status == "open")).all()
+                                      QF.c.institution).where(
+            QF.c.task.is_(None), QF.c.status == "open", QF.c.dimension.in_(sorted(self.rules.task_dimensions)))
+        ).all()
         if not rows:
             return
         now = now_us()

@@ -221,6 +221,21 @@ class Institution(_M):
     via: list[str]
 
 
+#: the dimensions whose findings a corrected resubmission can fix: each gets a Task by default
+ASSIGNED_DIMENSIONS = ("completeness", "conformance", "consistency", "uniqueness")
+
+
+class TaskPolicy(_M):
+    """Which findings are assigned to their institution as a FHIR Task: those of these dimensions.
+    A timeliness finding records that a record came in late, which no resubmission can change (a
+    resubmission is received later still): it is counted and listed, not assigned as work that
+    could never be completed."""
+
+    about: str | None = Field(None, alias="_about")
+    dimensions: list[Literal["completeness", "conformance", "consistency", "timeliness", "uniqueness"]] = Field(
+        default_factory=lambda: list(ASSIGNED_DIMENSIONS))
+
+
 class RulesFile(_M):
     about: str | None = Field(None, alias="_about")
     version: str
@@ -234,6 +249,7 @@ class RulesFile(_M):
     timeliness: Timeliness
     uniqueness: dict[str, UniqueKey]
     upload: Upload
+    tasks: TaskPolicy = Field(default_factory=TaskPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +317,12 @@ class Rules:
         if dup:
             raise RulesError(f"rule ids must be unique; repeated: {', '.join(sorted(dup))}")
         self.catalogue: dict[str, RuleInfo] = {r.id: r for r in cat}
+        self.task_dimensions: frozenset[str] = frozenset(f.tasks.dimensions)
+
+    def assigned(self, rule: str) -> bool:
+        """Does a finding of ``rule`` get a Task (its dimension is one the ``tasks`` policy names)?"""
+        info = self.catalogue.get(rule)
+        return (info.dimension if info else rule.split(".", 1)[0]) in self.task_dimensions
 
 
 REGISTRY_PATHS = {"name": "name", "phone": "telecom", "address": "address"}
