@@ -93,3 +93,31 @@ def test_transaction_order_and_duplicates(api: Any) -> None:
            {"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "FOO", "url": "x"}}]}]
     for b in bad:
         assert api.post("/fhir", b).status_code == 400
+
+
+def test_transaction_and_batch_responses_follow_prefer_return(api: Any) -> None:
+    """``Prefer: return=…`` shapes each write entry's response: the stored resource (the default,
+    byte for byte what a read returns), only its location and version, or an OperationOutcome."""
+    def tx(kind: str, ident: str) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": kind, "entry": [
+            {"fullUrl": f"urn:uuid:0b0f0f0e-0000-4000-8000-0000000000{ident}", "resource": _patient(f"r{ident}"),
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": _obs(f"urn:uuid:0b0f0f0e-0000-4000-8000-0000000000{ident}"),
+             "request": {"method": "POST", "url": "Observation"}}]}
+
+    full = api.post("/fhir", tx("transaction", "11"), expect=200).json()
+    for e in full["entry"]:
+        loc = e["response"]["location"]
+        assert e["resource"] == api.get(f"/fhir/{loc}", expect=200).json()
+        assert loc.endswith("/_history/1") and e["response"]["etag"] == 'W/"1"'
+    for kind in ("transaction", "batch"):
+        minimal = api.post("/fhir", tx(kind, "12" if kind == "transaction" else "13"),
+                           headers={"Prefer": "return=minimal"}, expect=200).json()
+        assert [sorted(e) for e in minimal["entry"]] == [["fullUrl", "response"]] * 2
+        assert all(e["response"]["status"] == "201 Created" and "outcome" not in e["response"]
+                   for e in minimal["entry"])
+        pid = minimal["entry"][0]["response"]["location"].split("/")[1]
+        assert api.get(f"/fhir/Patient/{pid}", expect=200).json()["identifier"][0]["value"].startswith("r1")
+    oo = api.post("/fhir", tx("transaction", "14"), headers={"Prefer": "return=OperationOutcome"}, expect=200).json()
+    for e in oo["entry"]:
+        assert "resource" not in e and e["response"]["outcome"]["resourceType"] == "OperationOutcome"

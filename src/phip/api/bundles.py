@@ -140,6 +140,10 @@ def _conditional(repo: Repository, ref: str, cache: dict[str, str], path: str) -
     return cache[ref]
 
 
+#: what an entry's response carries, by the request's ``Prefer: return=…`` (representation by default)
+RETURNS = ("representation", "minimal", "OperationOutcome")
+
+
 @dataclass(slots=True)
 class _Later:
     """An entry's response, built once the transaction is over (outside the write lock): a stored
@@ -150,12 +154,13 @@ class _Later:
     base: str
     issues: list[Issue]
 
-    def build(self) -> dict[str, Any]:
-        return _response(self.row, self.status, self.base, self.issues)
+    def build(self, ret: str = "representation", raw: bool = False) -> dict[str, Any]:
+        return _response(self.row, self.status, self.base, self.issues, resource=ret == "representation",
+                         raw=raw, always_outcome=ret == "OperationOutcome")
 
 
-def _built(out: Any) -> dict[str, Any]:
-    return out.build() if isinstance(out, _Later) else out  # type: ignore[no-any-return]
+def _built(out: Any, ret: str = "representation", raw: bool = False) -> dict[str, Any]:
+    return out.build(ret, raw) if isinstance(out, _Later) else out  # type: ignore[no-any-return]
 
 
 @dataclass(slots=True)
@@ -209,7 +214,10 @@ def _precheck(repo: Repository, entries: list[dict[str, Any]], mapping: dict[str
 
 
 def _response(row: Row | None, status: str, base: str, issues: list[Issue] | None = None,
-              resource: bool = True) -> dict[str, Any]:
+              resource: bool = True, raw: bool = False, always_outcome: bool = False) -> dict[str, Any]:
+    """``raw``: the stored JSON goes into the response as it is (``orjson.Fragment``: the response is
+    serialised by orjson, nothing parses it back); ``always_outcome``: an outcome even when all is well
+    (``Prefer: return=OperationOutcome``)."""
     resp: dict[str, Any] = {"status": status}
     out: dict[str, Any] = {}
     if row is not None:
@@ -218,9 +226,9 @@ def _response(row: Row | None, status: str, base: str, issues: list[Issue] | Non
         resp["etag"] = row.etag
         resp["lastModified"] = row.last_modified
         if resource and row.content is not None:
-            out["resource"] = orjson.loads(row.content)
-    if issues:
-        resp["outcome"] = outcome(issues)
+            out["resource"] = orjson.Fragment(row.content) if raw else orjson.loads(row.content)
+    if issues or always_outcome:
+        resp["outcome"] = outcome(issues or [])
     out["response"] = resp
     return out
 
@@ -229,18 +237,25 @@ def _status(code: int) -> str:
     return {200: "200 OK", 201: "201 Created", 204: "204 No Content"}.get(code, str(code))
 
 
-def process(repo: Repository, bundle: Any, base: str, get: GetHandler) -> dict[str, Any]:
-    """Run a transaction or batch Bundle; returns the response Bundle."""
+def process(repo: Repository, bundle: Any, base: str, get: GetHandler, *, ret: str = "representation",
+            raw: bool = False) -> dict[str, Any]:
+    """Run a transaction or batch Bundle; returns the response Bundle.
+
+    ``ret``: what each write entry's response carries (:data:`RETURNS`, the request's ``Prefer:
+    return=…``): the stored resource, nothing but its location and version, or an outcome.  ``raw``:
+    stored resources go in as ``orjson.Fragment`` (for a caller that serialises with orjson)."""
+    if ret not in RETURNS:
+        raise ValueError(f"ret must be one of {RETURNS}, not {ret!r}")
     btype, entries = _check_bundle(bundle)
     if btype == "transaction":
-        out = _transaction(repo, entries, base, get)
+        out = [_built(r, ret, raw) for r in _transaction(repo, entries, base, get)]
     else:
         out = []
         for i, e in enumerate(entries):
             try:
                 with repo.transaction():
                     done = _one(repo, i, e, base, get, {}, {})
-                out.append(_built(done))
+                out.append(_built(done, ret, raw))
             except FhirError as err:
                 out.append({"response": {"status": str(err.status), "outcome": err.outcome()}})
     return {
@@ -297,7 +312,7 @@ def _transaction(repo: Repository, entries: list[dict[str, Any]], base: str, get
                 results[i] = _one(repo, i, e, base, get, mapping, cond_cache, assigned.get(i), pre.get(i))
             except FhirError as err:
                 raise _entry_error(i, err) from None
-    return [_built(r) for r in results]
+    return results
 
 
 def _one(repo: Repository, i: int, e: dict[str, Any], base: str, get: GetHandler, mapping: dict[str, str],

@@ -66,6 +66,16 @@ def _http_date(us: int) -> str:
     return formatdate(us / 1_000_000, usegmt=True)
 
 
+def prefer_return(request: Request) -> str:
+    """``Prefer: return=minimal|representation|OperationOutcome`` (representation when absent)."""
+    prefer = request.headers.get("prefer", "")
+    if "return=minimal" in prefer:
+        return "minimal"
+    if "return=OperationOutcome" in prefer:
+        return "OperationOutcome"
+    return "representation"
+
+
 def write_response(request: Request, result: WriteResult) -> Response:
     prefer = request.headers.get("prefer", "")
     headers = row_headers(request, result.row)
@@ -152,7 +162,8 @@ def changes(request: Request, since: int = 0, _count: int = 100) -> Response:
 async def bundle(request: Request) -> Response:
     body = await json_body(request)
     repo = repo_of(request)
-    out = await run_in_threadpool(process_bundle, repo, body, base_url(request), _bundle_get(request))
+    out = await run_in_threadpool(process_bundle, repo, body, base_url(request), _bundle_get(request),
+                                  ret=prefer_return(request), raw=True)
     return fhir(out)
 
 
