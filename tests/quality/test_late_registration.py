@@ -77,6 +77,12 @@ def test_late_uploads_get_tasks_when_the_rules_assign_them(api: Any, node: Any,
     f = api.get("/quality/findings?resource=Encounter/e-late&rule=timeliness.Encounter", expect=200).json()
     task = api.get(f"/fhir/{f['findings'][0]['task']}", expect=200).json()
     assert task["focus"] == {"reference": "Encounter/e-late"} and task["status"] == "requested"
+    # the policy back to the shipped one: a recheck withdraws the Task, the finding stays open
+    monkeypatch.setattr(svc.rules, "task_dimensions", svc.rules.task_dimensions - {"timeliness"})
+    svc.recheck(["Encounter"])
+    g = api.get("/quality/findings?resource=Encounter/e-late&rule=timeliness.Encounter", expect=200).json()
+    assert g["findings"][0]["status"] == "open" and g["findings"][0]["task"] is None
+    assert api.get(f"/fhir/Task/{task['id']}", expect=200).json()["status"] == "cancelled"
 
 
 def test_import_batch_phase(node: Any, tmp_path: Path) -> None:

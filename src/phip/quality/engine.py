@@ -902,7 +902,11 @@ class QualityService:
                 conn.exec_driver_sql(
                     f"UPDATE quality_finding SET status = 'open', closed = NULL, version = {m}, path = {m}, "
                     f"message = {m}, institution = {m} WHERE id = {m}", (version, f.path, f.message, inst, old[0]))
-                if old[2] != "open" and old[3]:
+                if old[3] and not self.rules.assigned(rule):
+                    # assigned under an earlier Task policy (``tasks`` in the rules), no longer: withdrawn
+                    self._close_task(old[3], "cancelled")
+                    conn.exec_driver_sql(f"UPDATE quality_finding SET task = NULL WHERE id = {m}", (old[0],))
+                elif old[2] != "open" and old[3]:
                     self._close_task(old[3], "requested")
                 elif not old[3] and self.tasks and self.rules.assigned(rule):
                     self._new_task(conn, old[0], key, f, subject, inst, now, tasks)
