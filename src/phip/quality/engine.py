@@ -903,8 +903,10 @@ class QualityService:
                     f"UPDATE quality_finding SET status = 'open', closed = NULL, version = {m}, path = {m}, "
                     f"message = {m}, institution = {m} WHERE id = {m}", (version, f.path, f.message, inst, old[0]))
                 if old[3] and not self.rules.assigned(rule):
-                    # assigned under an earlier Task policy (``tasks`` in the rules), no longer: withdrawn
-                    self._close_task(old[3], "cancelled")
+                    # assigned under an earlier Task policy (``tasks`` in the rules), no longer: an open
+                    # finding's Task is withdrawn; a closed one's (completed, cancelled) stays as it was
+                    if old[2] == "open":
+                        self._close_task(old[3], "cancelled")
                     conn.exec_driver_sql(f"UPDATE quality_finding SET task = NULL WHERE id = {m}", (old[0],))
                 elif old[2] != "open" and old[3]:
                     self._close_task(old[3], "requested")
