@@ -12,7 +12,6 @@ database transaction; conditional create/update/delete are written once on top.
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import threading
@@ -40,7 +39,6 @@ from phip.fhir.search.query import Parser, SearchRequest
 from phip.fhir.validation import validate
 from phip.store import schema as S
 from phip.store.db import Dialect, WriterLock, is_timeout, make_engine, migrate
-from phip.store.group import GroupCommit
 from phip.store.search import SearchCompiler, after_cursor, decode_cursor, encode_cursor, paged
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -207,11 +205,6 @@ class Store:
         self.access: Any = None
         self._local = threading.local()
         self._write_lock = WriterLock(self.engine.url.database) if self.dialect.name == "sqlite" else None
-        #: SQLite: the group commit of the repository's own writes (``PHIP_GROUP_COMMIT=0``: each alone)
-        self._group: GroupCommit | None = None
-        if self._write_lock is not None and os.environ.get("PHIP_GROUP_COMMIT", "1") != "0":
-            self._group = GroupCommit(
-                self._write_lock, lambda: self.engine.connect().execution_options(sqlite_begin="IMMEDIATE"))
 
     def migrate(self) -> None:
         migrate(self.engine)
@@ -269,18 +262,6 @@ class Store:
         existing: Tx | None = getattr(self._local, "tx", None)
         if existing is not None:
             yield existing
-            return
-        if lean and self._group is not None:
-            # SQLite: concurrent writes of this process share a transaction (phip.store.group)
-            with self._group.member() as shared:
-                tx = Tx(cast(Connection, LeanConnection(shared)), self.dialect)
-                tx.codec = self.codec
-                self._local.tx = tx
-                try:
-                    yield tx
-                    tx.flush_changes()
-                finally:
-                    self._local.tx = None
             return
         # SQLite has one writer at a time: threads of this process queue on a lock instead of
         # polling the database's busy handler (which sleeps in steps of up to 100 ms)
