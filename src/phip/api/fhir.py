@@ -77,11 +77,11 @@ def prefer_return(request: Request) -> str:
 
 
 def write_response(request: Request, result: WriteResult) -> Response:
-    prefer = request.headers.get("prefer", "")
+    ret = prefer_return(request)
     headers = row_headers(request, result.row)
-    if "return=minimal" in prefer:
+    if ret == "minimal":
         return Response(status_code=result.status, headers=headers)
-    if "return=OperationOutcome" in prefer:
+    if ret == "OperationOutcome":
         return fhir(outcome(result.issues), result.status, headers)
     assert result.row.content is not None
     if result.issues:

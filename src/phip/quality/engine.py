@@ -151,7 +151,7 @@ class Prepare:
     def _dimension(self, rule: str) -> str:
         d = self._dims.get(rule)
         if d is None:
-            d = self._dims[rule] = dimension_of(self.rules, rule)
+            d = self._dims[rule] = self.rules.dimension(rule)
         return d
 
 
@@ -260,11 +260,6 @@ def _worker_task(pre: tuple[dict[str, Any], Any], doc: dict[str, Any]) -> tuple[
     return dict(made, id=doc["id"]), ix
 
 
-def dimension_of(rules: Rules, rule: str) -> str:
-    info = rules.catalogue.get(rule)
-    return info.dimension if info else rule.split(".", 1)[0]
-
-
 def value_key(codec: Any, kind: str, value: str | None) -> str | None:
     """A value compared for equality only, as stored: the privacy capability's keyed blind index
     when encryption at rest is on (never the ID number or phone in clear), else a hash."""
@@ -340,7 +335,7 @@ class QualityService:
     def dimension(self, rule: str) -> str:
         d = self._dims.get(rule)
         if d is None:
-            d = self._dims[rule] = dimension_of(self.rules, rule)
+            d = self._dims[rule] = self.rules.dimension(rule)
         return d
 
     # -- facts → rows ----------------------------------------------------------------------------------

@@ -319,10 +319,14 @@ class Rules:
         self.catalogue: dict[str, RuleInfo] = {r.id: r for r in cat}
         self.task_dimensions: frozenset[str] = frozenset(f.tasks.dimensions)
 
+    def dimension(self, rule: str) -> str:
+        """The dimension of a rule id (its first part when the catalogue does not know it)."""
+        info = self.catalogue.get(rule)
+        return info.dimension if info else rule.split(".", 1)[0]
+
     def assigned(self, rule: str) -> bool:
         """Does a finding of ``rule`` get a Task (its dimension is one the ``tasks`` policy names)?"""
-        info = self.catalogue.get(rule)
-        return (info.dimension if info else rule.split(".", 1)[0]) in self.task_dimensions
+        return self.dimension(rule) in self.task_dimensions
 
 
 REGISTRY_PATHS = {"name": "name", "phone": "telecom", "address": "address"}
