@@ -106,36 +106,3 @@ def test_writer_lock_serves_a_waiting_thread_before_one_that_asks_again(tmp_path
     finally:
         writer.close()
         checkpointer.close()
-
-
-def test_checkpoint_is_due_on_new_log_not_on_the_file_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The log file keeps its size when SQLite starts the log again from its beginning, so its size
-    says nothing of what is left to copy: the wal-index header does (frames in the log, frames
-    copied), and a checkpoint is due when enough new frames wait or the writers paused."""
-    import sqlite3
-
-    monkeypatch.setattr(db, "CHECKPOINT_BYTES", 256 * 1024)
-    f = str(tmp_path / "h.db")
-    conn = sqlite3.connect(f, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute("CREATE TABLE t (v TEXT)")
-        for _ in range(100):  # ~100 frames of 4 kB pages: 400 kB of log
-            conn.execute("INSERT INTO t VALUES (?)", ("x" * 3000,))
-        frames, new = db._wal_pending(f + "-shm") or (0, 0)
-        assert frames >= 100 and new == frames
-        assert db.checkpoint_due(frames, new, last=frames - 1, page=4096)  # 400 kB new: due
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        assert db._wal_pending(f + "-shm") == (frames, 0)  # all copied
-        size = os.path.getsize(f + "-wal")
-        conn.execute("INSERT INTO t VALUES ('y')")  # the log starts again from its beginning
-        frames2, new2 = db._wal_pending(f + "-shm") or (0, 0)
-        assert os.path.getsize(f + "-wal") == size >= 256 * 1024  # the file did not shrink…
-        assert frames2 == new2 == 1 or (frames2 < 5 and new2 >= 1)
-        assert not db.checkpoint_due(frames2, new2, last=0, page=4096)  # …but one new frame is not due
-        assert db.checkpoint_due(frames2, new2, last=frames2, page=4096)  # unless the writers paused
-        assert not db.checkpoint_due(frames2, 0, last=frames2, page=4096)  # nothing left to copy
-    finally:
-        conn.close()
-    assert db._wal_pending(str(tmp_path / "none.db-shm")) is None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import struct
 import threading
 import time
 from pathlib import Path
@@ -151,46 +150,14 @@ def is_timeout(exc: BaseException) -> bool:
     return name == "QueryCanceled" or "interrupted" in str(orig)
 
 
-#: bytes of log written since the last checkpoint at which the background checkpointer copies the
-#: log into the database.  A page that several commits change in the meantime is copied once: with
-#: transaction Bundles of 20 resources, 616 log frames a Bundle, the pages to copy were 57% of the
-#: frames in 32 MB of log, 37% in 128 MB and 27% in 256 MB (300 Bundles on the 100k-resource
-#: benchmark node, the log read back frame by frame)
-CHECKPOINT_BYTES = 128 * 1024 * 1024
+#: WAL size at which the background checkpointer copies the log into the database
+CHECKPOINT_BYTES = 32 * 1024 * 1024
 #: log size at which it restarts the log even if that makes the writers wait a moment
-RESTART_BYTES = 2 * CHECKPOINT_BYTES
+RESTART_BYTES = 256 * 1024 * 1024
 #: how long a restart may wait for the current writer and readers (then it tries again later)
 RESTART_WAIT_MS = 1000
 #: how often it looks
 CHECKPOINT_POLL_S = 0.25
-
-
-def _wal_pending(shm: str) -> tuple[int, int] | None:
-    """(frames in the log, frames not yet copied into the database) from the wal-index header of
-    a SQLite database in WAL mode (its ``-shm`` file: ``mxFrame`` at byte 16, ``nBackfill`` at byte
-    96, native byte order), or None when there is none to read.  Read without a lock: a value torn
-    by a concurrent commit only moves the next checkpoint by one poll."""
-    try:
-        fd = os.open(shm, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        head = os.pread(fd, 100, 0)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(head) < 100 or head[12] != 1:  # (isInit)
-        return None
-    frames, backfill = struct.unpack_from("=I", head, 16)[0], struct.unpack_from("=I", head, 96)[0]
-    return frames, max(0, frames - backfill)
-
-
-def checkpoint_due(frames: int, new: int, last: int, page: int) -> bool:
-    """Whether the background checkpointer copies the log now: ``new`` frames (of ``frames`` in
-    the log, ``last`` at the previous look) not yet copied make :data:`CHECKPOINT_BYTES`, or the
-    writers have paused (the log did not grow since the previous look) with frames left to copy."""
-    return new * page >= CHECKPOINT_BYTES or (new > 0 and frames == last)
 
 
 class WalCheckpointer:
@@ -199,11 +166,8 @@ class WalCheckpointer:
     With SQLite's automatic checkpoint, the transaction whose commit pushes the log over the limit
     copies it into the database file before it returns: one request in a few hundred pays for all
     of them.  Here the writers' connections have ``wal_autocheckpoint=0`` and this thread runs a
-    PASSIVE checkpoint (it never blocks readers or writers) whenever :data:`CHECKPOINT_BYTES` of log
-    have been written since the last one — read off the wal-index header in the ``-shm`` file
-    (``mxFrame`` and ``nBackfill``, SQLite's file format §4.5), not off the log file's size, which
-    does not shrink when the log starts again from its beginning — or when the writers have paused
-    with frames still to copy.  SQLite releases the GIL while it copies, so on a machine with a
+    PASSIVE checkpoint (it never blocks readers or writers) whenever the log file has grown past
+    :data:`CHECKPOINT_BYTES`.  SQLite releases the GIL while it copies, so on a machine with a
     second core the copying overlaps the requests.
 
     A PASSIVE checkpoint lets the next writer start the log again from its beginning only once it
@@ -226,28 +190,23 @@ class WalCheckpointer:
         self._thread.start()
 
     def _run(self) -> None:
+        # Never open (and so never close) the ``-shm`` file or the database here to read them: a
+        # close() of any descriptor of a file drops every POSIX lock this process holds on it,
+        # SQLite's WAL locks included, and the database gets corrupted (tried: "database disk image
+        # is malformed" under two workers).  Only the log file's size, and SQLite's own API.
         import sqlite3
 
         conn: Any = None
         page = 4096
         writers = WriterLock(self.path)
-        last = -1
         try:
             while not self._stop.wait(CHECKPOINT_POLL_S):
-                pending = _wal_pending(self.path + "-shm")
-                if pending is None:  # no wal-index to read: the log file's size, as a bound
-                    try:
-                        size = os.stat(self.wal).st_size
-                    except FileNotFoundError:
-                        continue
-                    if size < CHECKPOINT_BYTES:
-                        continue
-                else:
-                    frames, new = pending
-                    due = checkpoint_due(frames, new, last, page)
-                    last = frames
-                    if not due:
-                        continue
+                try:
+                    size = os.stat(self.wal).st_size
+                except FileNotFoundError:
+                    continue
+                if size < CHECKPOINT_BYTES:
+                    continue
                 if conn is None:
                     conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
                     page = int(conn.execute("PRAGMA page_size").fetchone()[0])
