@@ -238,9 +238,6 @@ def make_engine(url: str, *, pool_size: int = 8, query_timeout_ms: int = 30000) 
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=16,
-            # the connection used last goes out first: its page cache is the one most likely still
-            # valid (SQLite drops a connection's whole cache when another one has written since)
-            pool_use_lifo=True,
         )
         db_file = u.database or ""
         background = (os.environ.get("PHIP_WAL_CHECKPOINT", "background") != "inline"
