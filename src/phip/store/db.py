@@ -168,11 +168,12 @@ class WalCheckpointer:
     of them.  Here the writers' connections have ``wal_autocheckpoint=0`` and this thread runs a
     PASSIVE checkpoint (it never blocks readers or writers) whenever the log file has grown past
     :data:`CHECKPOINT_BYTES`.  SQLite reuses the log file from its beginning and does not shrink it,
-    so once it has reached that size this is on every look (:data:`CHECKPOINT_POLL_S`) while there is
-    anything to copy.  That is by measure, not by accident: copying every 128 MB of new log instead
-    (fewer copies of pages that several commits change) made transaction Bundles ~15% slower over
-    HTTP with two workers (2026-12-06 session note).  SQLite releases the GIL while it copies, so on a
-    machine with a second core the copying overlaps the requests.
+    so once it has reached that size this is on every look (:data:`CHECKPOINT_POLL_S`); with nothing
+    new in the log, a PASSIVE checkpoint copies nothing.  That is by measure, not by accident:
+    copying every 128 MB of new log instead (fewer copies of pages that several commits change) made
+    transaction Bundles ~15% slower over HTTP with two workers (2026-12-06 session note).  SQLite
+    releases the GIL while it copies, so on a machine with a second core the copying overlaps the
+    requests.
 
     A PASSIVE checkpoint lets the next writer start the log again from its beginning only once it
     has copied every frame; a writer that never pauses (a bulk import) keeps appending while it
