@@ -280,3 +280,77 @@ def test_blind_values_are_the_keyed_hash_whether_remembered_or_not(monkeypatch: 
     assert all(len(v) <= C.BLIND_CACHE_CHARS for v in c._blinded)
     other = C.Codec([SymKey("d1", bytes(32))], SymKey("b2", bytes(32)))
     assert other.blind("p:人") != c.blind("p:人")  # each node's key gives its own values
+
+
+def test_batches_taken_back_from_a_busy_worker_are_prepared_as_the_worker_would(
+        node: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """When the import's worker falls behind, the writing process prepares later batches itself
+    (``Importer._share``), as it does while the worker is starting: the same blind index rows and the
+    same quality rows as the serial path, where this process does everything."""
+    import time
+
+    from phip.importer import loader
+    from phip.importer.loader import Importer
+
+    def patients(prefix: str) -> bytes:
+        return b"".join(orjson.dumps(_patient(
+            id=f"{prefix}{k}", identifier=[{"system": ID_SYS, "value": f"5101041980010{k:04d}X"}],
+            meta={"lastUpdated": "2026-01-02T03:04:05+08:00"},
+            address=[{"line": [f"{LINE}{k}室"], "city": "成都市"}])) + b"\n" for k in range(300))
+
+    monkeypatch.setattr(loader, "BATCH", 20)  # 15 batches a file
+    here: list[int] = []
+    real_here = Importer._prepare_here
+
+    def spy(self: Importer, lines: Any) -> Any:
+        here.append(len(lines))
+        return real_here(self, lines)
+
+    monkeypatch.setattr(Importer, "_prepare_here", spy)
+    real_pool = Importer._pool
+
+    def busy_pool(self: Importer) -> Any:
+        fresh = self._executor is None
+        pool = real_pool(self)
+        if fresh and self.path_name == "shared":
+            pool.submit(time.sleep, 1.5)  # the worker, once up, is busy: its queue waits behind
+        return pool
+
+    monkeypatch.setattr(Importer, "_pool", busy_pool)
+    results = {}
+    for name in ("serial", "shared"):  # everything in this process; the worker busy from the start
+        path = tmp_path / f"{name}.ndjson"
+        path.write_bytes(patients(f"{name}-"))
+        imp = Importer(node.store, parallel=name != "serial")
+        imp.path_name = name  # type: ignore[attr-defined]
+        n = len(here)
+        imp.import_file(path)
+        if name == "shared":
+            assert imp._worker_seals  # the worker's index rows carry blind values: so must these
+        imp.finish()
+        imp.close()
+        results[name] = len(here) - n
+    assert results["serial"] == 0 and results["shared"] >= 5, results
+
+    def rows(prefix: str) -> dict[str, set[tuple[Any, ...]]]:
+        out: dict[str, set[tuple[Any, ...]]] = {}
+        with node.store.engine.connect() as conn:
+            for name, t in S.INDEX_TABLES.items():
+                q = sa.select(S.resources.c.id, t).join(t, t.c.rid == S.resources.c.rid).where(
+                    S.resources.c.id.like(prefix + "%"))
+                for r in conn.execute(q):
+                    out.setdefault(r[0].split("-", 1)[1], set()).add((name, *tuple(r)[2:]))
+            # (not f_uniqueness: the second file's patients repeat the first's, they are duplicates)
+            q = sa.text("SELECT rid, institution, day, received, birth, gender, ukey, idkey, namekey, phonekey, "
+                        "addrkey, f_completeness, f_conformance, f_consistency, f_timeliness "
+                        "FROM quality_resource WHERE rtype = 'Patient' AND rid LIKE :p").bindparams(p=prefix + "%")
+            for r in conn.execute(q):
+                out.setdefault(r[0].split("-", 1)[1], set()).add(("quality", *tuple(r)[1:]))
+        return out
+
+    a, b = rows("serial-"), rows("shared-")
+    assert len(a) == 300
+    assert [sorted(map(str, a[k] ^ b[k])) for k in a if a[k] != b[k]] == []
+    assert all(any(x[0] == "quality" for x in v) for v in b.values())
+    raw = _raw(node)
+    assert LINE not in raw and "5101041980010" not in raw

@@ -20,7 +20,8 @@ import pickle
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ BATCH = 1000
 #: parallel with the writing; once it runs, every file after it goes through it too
 PARALLEL_MIN_BYTES = 64 * 1024
 #: batches the worker may have prepared (or be preparing) ahead of the one being written
-AHEAD = 4
+AHEAD = 8
 #: SQLite page cache of the importing connection (KiB); the server's connections keep 256 MiB
 IMPORT_CACHE_KIB = 2 * 1024 * 1024
 
@@ -105,8 +106,12 @@ class Importer:
         self.repo: Repository = store.repository()
         self.on_progress = on_progress
         self.report = ImportReport()
-        self._pending: deque[tuple[Future[list[Prepared]], Path, str, int, bool]] = deque()
+        #: batches sent to the worker, oldest first: (result, lines — kept while this process may still
+        #: take the batch back, path, checkpoint key, last line, last batch of its file)
+        self._pending: deque[_Pending] = deque()
         self._worker_seals = False  # index rows prepared by the worker carry blind values already
+        self._preparers: list[Any] = []  # the IMPORT_PREPARE functions the worker runs
+        self._started: Future[None] | None = None  # done once the worker process is up
         #: what an earlier run loaded but did not see through its batch phase (it was cut off); read
         #: when first needed (an Importer made only for ``_insert_new`` never reads it)
         self._owed: dict[str, int] | None = None
@@ -171,11 +176,35 @@ class Importer:
             self._drain(0)
 
     def _drain(self, keep: int) -> None:
-        """Write the batches the worker has prepared, oldest first, until at most ``keep`` are left."""
+        """Write the batches the worker has prepared, oldest first, until at most ``keep`` are left.
+        While the oldest is not ready, this process prepares a later batch itself instead of waiting."""
         pending = self._pending
         while len(pending) > keep:
-            fut, path, key, upto, final = pending.popleft()
+            if not pending[0][0].done():
+                self._share()
+                continue
+            fut, _lines, path, key, upto, final = pending.popleft()
             self._load_batch(path, key, [], upto, final, fut.result())
+
+    def _share(self) -> None:
+        """The worker is behind (records that cost it more than they cost the writing, e.g. Patients
+        with their identity checks): take back the latest batch it has not started and prepare it here,
+        as it would have (the same checks, index rows and IMPORT_PREPARE functions); with none left to
+        take back, wait for the oldest."""
+        pending = self._pending
+        for k in range(len(pending) - 1, 0, -1):  # the latest: the worker keeps to the order it is written in
+            fut, lines, path, key, upto, final = pending[k]
+            if lines is not None and fut.cancel():
+                pending[k] = (self._prepare_here(lines), None, path, key, upto, final)
+                return
+        wait_futures([pending[0][0]], return_when=FIRST_COMPLETED)
+
+    def _prepare_here(self, lines: list[tuple[int, bytes]]) -> Future[list[Prepared]]:
+        """A batch prepared in this process as the worker would have, as a done future."""
+        done: Future[list[Prepared]] = Future()
+        codec = self.store.codec if self._worker_seals else None
+        done.set_result(prepare_lines(lines, self.store.settings.validate, here=(codec, self._preparers)))
+        return done
 
     def _ndjson(self, path: Path, key: str, done: int) -> None:
         # (a BEFORE_WRITE hook that changes a resource makes _insert_new index it again)
@@ -189,8 +218,13 @@ class Importer:
                 self._load_batch(path, key, lines, upto, final)
                 return
             # validation and indexing run in a worker process, up to AHEAD batches in front of this one
-            fut = self._pool().submit(prepare_lines, lines, self.store.settings.validate)
-            self._pending.append((fut, path, key, upto, final))
+            pool = self._pool()
+            if self._started is not None and not self._started.done():
+                # the worker is still starting (a second or so): this process prepares the first batches
+                fut = self._prepare_here(lines)
+            else:
+                fut = pool.submit(prepare_lines, lines, self.store.settings.validate)
+            self._pending.append((fut, lines, path, key, upto, final))
             self._drain(AHEAD)
 
         unreported = 0  # bytes read and not yet reported (progress is reported once a batch)
@@ -234,6 +268,8 @@ class Importer:
             self._executor = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
                                                  initializer=_init_worker, initargs=(codec, preparers))
             self._worker_seals = codec is not None
+            self._preparers = preparers
+            self._started = self._executor.submit(_started)
         return self._executor
 
     def import_all(self, files: list[Path], *, defer_indexes: bool | None = None,
@@ -282,6 +318,7 @@ class Importer:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+            self._started = None
 
     def _json(self, path: Path, key: str) -> None:
         raw = path.read_bytes()
@@ -460,6 +497,8 @@ def should_defer_indexes(store: Store, files: list[Path]) -> bool:
 
 #: (line number, rejection reason or None, the line, its index rows or None, IMPORT_PREPARE results or None)
 Prepared = tuple[int, str | None, bytes, Any, "dict[str, Any] | None"]
+#: a batch sent to the worker (see ``Importer._pending``)
+_Pending = tuple["Future[list[Prepared]]", "list[tuple[int, bytes]] | None", Path, str, int, bool]
 
 
 def check_resource(res: Any, validate_it: bool) -> str | None:
@@ -479,11 +518,15 @@ def check_resource(res: Any, validate_it: bool) -> str | None:
     return None
 
 
-def prepare_lines(lines: list[tuple[int, bytes]], validate_it: bool | None) -> list[Prepared]:
+def prepare_lines(lines: list[tuple[int, bytes]], validate_it: bool | None, *,
+                  here: tuple[Any, list[Any]] | None = None) -> list[Prepared]:
     """Parse, check and index a batch of lines (run in the worker process on the parallel path).
 
-    ``validate_it`` None: only parse (the caller checks and indexes itself).
+    ``validate_it`` None: only parse (the caller checks and indexes itself).  ``here``: run in the
+    writing process in the worker's stead — with these (codec, IMPORT_PREPARE functions) instead of
+    the worker's (see :meth:`Importer._share`).
     """
+    codec, preparers = here if here is not None else (_WORKER_CODEC, _WORKER_PREPARERS)
     out: list[Prepared] = []
     for lineno, line in lines:
         try:
@@ -499,9 +542,9 @@ def prepare_lines(lines: list[tuple[int, bytes]], validate_it: bool | None) -> l
             out.append((lineno, reason, line, None, None))
             continue
         ix = index_resource(res)
-        if _WORKER_CODEC is not None:
-            _WORKER_CODEC.index(res["resourceType"], res, ix)
-        extra = {getattr(fn, "name", None) or fn.__qualname__: fn(res) for fn in _WORKER_PREPARERS} or None
+        if codec is not None:
+            codec.index(res["resourceType"], res, ix)
+        extra = {getattr(fn, "name", None) or fn.__qualname__: fn(res) for fn in preparers} or None
         out.append((lineno, None, line, ix, extra))
     return out
 
@@ -517,6 +560,10 @@ def _init_worker(codec: Any, preparers: list[Any] | None = None) -> None:
     _WORKER_CODEC = codec
     _WORKER_PREPARERS = list(preparers or ())
     heap.settle(heap.BULK_THRESHOLD)  # a worker process does bulk work only
+
+
+def _started() -> None:
+    """The worker's first call: its result says the process is up (spawned, modules imported)."""
 
 
 def _reason(e: FhirError) -> str:
