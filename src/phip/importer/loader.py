@@ -8,6 +8,12 @@
   (collection, searchset, …) load each entry's resource.
 - Every rejected line is reported with file, line number and reason; nothing else in
   its batch is lost.
+- Parallel: a worker process parses, validates and indexes the batches (and runs the capabilities'
+  ``IMPORT_PREPARE`` functions) up to ``AHEAD`` batches in front of the one being written; this
+  process writes them strictly in order.  While the worker is starting, and whenever the batch to
+  write next is not ready (records that cost the worker more than they cost the writing, such as
+  Patients with their identity checks), this process prepares the latest batch the worker has not
+  started itself, the same way, instead of waiting.
 - Resumable: how far each file got is committed in the same transaction as its data
   (table ``jobs``, key ``import:<path>:<size>:<mtime>``), so an interrupted import
   continues where it stopped and never loads a line twice.
