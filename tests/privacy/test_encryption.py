@@ -282,12 +282,12 @@ def test_blind_values_are_the_keyed_hash_whether_remembered_or_not(monkeypatch: 
     assert other.blind("p:人") != c.blind("p:人")  # each node's key gives its own values
 
 
-def test_batches_taken_back_from_a_busy_worker_are_prepared_as_the_worker_would(
+def test_batches_prepared_while_the_worker_starts_match_the_serial_path(
         node: Any, tmp_path: Path, monkeypatch: Any) -> None:
-    """When the import's worker falls behind, the writing process prepares later batches itself
-    (``Importer._share``), as it does while the worker is starting: the same blind index rows and the
-    same quality rows as the serial path, where this process does everything."""
-    import time
+    """While the import's worker process is starting, the writing process prepares the first batches
+    itself (``Importer._prepare_here``): the same blind index rows and the same quality rows as the
+    serial path, where this process does everything; once the worker is up, it gets the batches."""
+    from concurrent.futures import Future
 
     from phip.importer import loader
     from phip.importer.loader import Importer
@@ -308,29 +308,34 @@ def test_batches_taken_back_from_a_busy_worker_are_prepared_as_the_worker_would(
 
     monkeypatch.setattr(Importer, "_prepare_here", spy)
     real_pool = Importer._pool
+    starting: Future[None] = Future()  # never done: the worker of "starting" never reports itself up
 
-    def busy_pool(self: Importer) -> Any:
+    def pool(self: Importer) -> Any:
         fresh = self._executor is None
-        pool = real_pool(self)
-        if fresh and self.path_name == "shared":
-            pool.submit(time.sleep, 1.5)  # the worker, once up, is busy: its queue waits behind
-        return pool
+        out = real_pool(self)
+        if fresh and self.label == "starting":  # type: ignore[attr-defined]
+            self._started = starting
+        return out
 
-    monkeypatch.setattr(Importer, "_pool", busy_pool)
-    results = {}
-    for name in ("serial", "shared"):  # everything in this process; the worker busy from the start
+    monkeypatch.setattr(Importer, "_pool", pool)
+    made = {}
+    for name in ("serial", "starting", "worker"):
         path = tmp_path / f"{name}.ndjson"
         path.write_bytes(patients(f"{name}-"))
         imp = Importer(node.store, parallel=name != "serial")
-        imp.path_name = name  # type: ignore[attr-defined]
+        imp.label = name  # type: ignore[attr-defined]
+        if name == "worker":  # up before the first batch: every batch goes to it
+            imp._pool()
+            assert imp._started is not None
+            imp._started.result(timeout=120)
         n = len(here)
         imp.import_file(path)
-        if name == "shared":
+        if name != "serial":
             assert imp._worker_seals  # the worker's index rows carry blind values: so must these
         imp.finish()
         imp.close()
-        results[name] = len(here) - n
-    assert results["serial"] == 0 and results["shared"] >= 5, results
+        made[name] = len(here) - n
+    assert made["serial"] == made["worker"] == 0 and made["starting"] >= 15, made  # (+ the last, empty one)
 
     def rows(prefix: str) -> dict[str, set[tuple[Any, ...]]]:
         out: dict[str, set[tuple[Any, ...]]] = {}
@@ -340,7 +345,7 @@ def test_batches_taken_back_from_a_busy_worker_are_prepared_as_the_worker_would(
                     S.resources.c.id.like(prefix + "%"))
                 for r in conn.execute(q):
                     out.setdefault(r[0].split("-", 1)[1], set()).add((name, *tuple(r)[2:]))
-            # (not f_uniqueness: the second file's patients repeat the first's, they are duplicates)
+            # (not f_uniqueness: the later files' patients repeat the first's, they are duplicates)
             q = sa.text("SELECT rid, institution, day, received, birth, gender, ukey, idkey, namekey, phonekey, "
                         "addrkey, f_completeness, f_conformance, f_consistency, f_timeliness "
                         "FROM quality_resource WHERE rtype = 'Patient' AND rid LIKE :p").bindparams(p=prefix + "%")
@@ -348,9 +353,10 @@ def test_batches_taken_back_from_a_busy_worker_are_prepared_as_the_worker_would(
                 out.setdefault(r[0].split("-", 1)[1], set()).add(("quality", *tuple(r)[1:]))
         return out
 
-    a, b = rows("serial-"), rows("shared-")
-    assert len(a) == 300
-    assert [sorted(map(str, a[k] ^ b[k])) for k in a if a[k] != b[k]] == []
-    assert all(any(x[0] == "quality" for x in v) for v in b.values())
+    serial = rows("serial-")
+    assert len(serial) == 300 and all(any(x[0] == "quality" for x in v) for v in serial.values())
+    for name in ("starting", "worker"):
+        other = rows(f"{name}-")
+        assert [sorted(map(str, serial[k] ^ other[k])) for k in serial if serial[k] != other.get(k)] == []
     raw = _raw(node)
     assert LINE not in raw and "5101041980010" not in raw

@@ -10,10 +10,8 @@
   its batch is lost.
 - Parallel: a worker process parses, validates and indexes the batches (and runs the capabilities'
   ``IMPORT_PREPARE`` functions) up to ``AHEAD`` batches in front of the one being written; this
-  process writes them strictly in order.  While the worker is starting, and whenever the batch to
-  write next is not ready (records that cost the worker more than they cost the writing, such as
-  Patients with their identity checks), this process prepares the latest batch the worker has not
-  started itself, the same way, instead of waiting.
+  process writes them strictly in order.  While the worker is starting (a second or so), this
+  process prepares the first batches itself, the same way, instead of waiting for it.
 - Resumable: how far each file got is committed in the same transaction as its data
   (table ``jobs``, key ``import:<path>:<size>:<mtime>``), so an interrupted import
   continues where it stopped and never loads a line twice.
@@ -26,8 +24,7 @@ import pickle
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
-from concurrent.futures import wait as wait_futures
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +54,8 @@ BATCH = 1000
 #: an NDJSON file at least this big starts the worker process that validates and indexes batches in
 #: parallel with the writing; once it runs, every file after it goes through it too
 PARALLEL_MIN_BYTES = 64 * 1024
-#: batches the worker may have prepared (or be preparing) ahead of the one being written
+#: batches the worker may have prepared (or be preparing) ahead of the one being written (8: its lead
+#: from cheap records carries it through a file of costly ones, e.g. Patients with their identity checks)
 AHEAD = 8
 #: SQLite page cache of the importing connection (KiB); the server's connections keep 256 MiB
 IMPORT_CACHE_KIB = 2 * 1024 * 1024
@@ -112,8 +110,8 @@ class Importer:
         self.repo: Repository = store.repository()
         self.on_progress = on_progress
         self.report = ImportReport()
-        #: batches sent to the worker, oldest first: (result, lines — kept while this process may still
-        #: take the batch back, path, checkpoint key, last line, last batch of its file)
+        #: batches sent to the worker, oldest first: (result, lines, path, checkpoint key, last line, last
+        #: batch of its file)
         self._pending: deque[_Pending] = deque()
         self._worker_seals = False  # index rows prepared by the worker carry blind values already
         self._preparers: list[Any] = []  # the IMPORT_PREPARE functions the worker runs
@@ -182,28 +180,11 @@ class Importer:
             self._drain(0)
 
     def _drain(self, keep: int) -> None:
-        """Write the batches the worker has prepared, oldest first, until at most ``keep`` are left.
-        While the oldest is not ready, this process prepares a later batch itself instead of waiting."""
+        """Write the batches the worker has prepared, oldest first, until at most ``keep`` are left."""
         pending = self._pending
         while len(pending) > keep:
-            if not pending[0][0].done():
-                self._share()
-                continue
             fut, _lines, path, key, upto, final = pending.popleft()
             self._load_batch(path, key, [], upto, final, fut.result())
-
-    def _share(self) -> None:
-        """The worker is behind (records that cost it more than they cost the writing, e.g. Patients
-        with their identity checks): take back the latest batch it has not started and prepare it here,
-        as it would have (the same checks, index rows and IMPORT_PREPARE functions); with none left to
-        take back, wait for the oldest."""
-        pending = self._pending
-        for k in range(len(pending) - 1, 0, -1):  # the latest: the worker keeps to the order it is written in
-            fut, lines, path, key, upto, final = pending[k]
-            if lines is not None and fut.cancel():
-                pending[k] = (self._prepare_here(lines), None, path, key, upto, final)
-                return
-        wait_futures([pending[0][0]], return_when=FIRST_COMPLETED)
 
     def _prepare_here(self, lines: list[tuple[int, bytes]]) -> Future[list[Prepared]]:
         """A batch prepared in this process as the worker would have, as a done future."""
@@ -530,7 +511,7 @@ def prepare_lines(lines: list[tuple[int, bytes]], validate_it: bool | None, *,
 
     ``validate_it`` None: only parse (the caller checks and indexes itself).  ``here``: run in the
     writing process in the worker's stead — with these (codec, IMPORT_PREPARE functions) instead of
-    the worker's (see :meth:`Importer._share`).
+    the worker's (see :meth:`Importer._prepare_here`).
     """
     codec, preparers = here if here is not None else (_WORKER_CODEC, _WORKER_PREPARERS)
     out: list[Prepared] = []
