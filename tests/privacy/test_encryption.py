@@ -29,6 +29,18 @@ def _patient(**extra: Any) -> dict[str, Any]:
     return p
 
 
+def _index_rows(node: Any, prefix: str) -> dict[str, set[tuple[Any, ...]]]:
+    """The search index rows of the resources whose ids start with ``prefix``, by the rest of the id."""
+    out: dict[str, set[tuple[Any, ...]]] = {}
+    with node.store.engine.connect() as conn:
+        for name, t in S.INDEX_TABLES.items():
+            q = sa.select(S.resources.c.id, t).join(t, t.c.rid == S.resources.c.rid).where(
+                S.resources.c.id.like(prefix + "%"))
+            for r in conn.execute(q):
+                out.setdefault(r[0].split("-", 1)[1], set()).add((name, *tuple(r)[2:]))
+    return out
+
+
 def _raw(node: Any) -> str:
     """Everything the database holds about resources, as text."""
     out = []
@@ -138,17 +150,7 @@ def test_parallel_import_blinds_in_the_worker_exactly_as_the_serial_path(node: A
     for line in raw.splitlines():
         assert LINE not in line and "5101041980010" not in line, line[:300]
 
-    def rows(rid_prefix: str) -> dict[str, set[tuple[Any, ...]]]:
-        out: dict[str, set[tuple[Any, ...]]] = {}
-        with node.store.engine.connect() as conn:
-            for name, t in S.INDEX_TABLES.items():
-                q = sa.select(S.resources.c.id, t).join(t, t.c.rid == S.resources.c.rid).where(
-                    S.resources.c.id.like(rid_prefix + "%"))
-                for r in conn.execute(q):
-                    out.setdefault(r[0].split("-", 1)[1], set()).add((name, *tuple(r)[2:]))
-        return out
-
-    a, b = rows("par-"), rows("ser-")
+    a, b = _index_rows(node, "par-"), _index_rows(node, "ser-")
     assert len(a) == 200 and a == b
     from phip.fhir.search.query import Parser
 
@@ -338,13 +340,8 @@ def test_batches_prepared_while_the_worker_starts_match_the_serial_path(
     assert made["serial"] == made["worker"] == 0 and made["starting"] >= 15, made  # (+ the last, empty one)
 
     def rows(prefix: str) -> dict[str, set[tuple[Any, ...]]]:
-        out: dict[str, set[tuple[Any, ...]]] = {}
+        out = _index_rows(node, prefix)
         with node.store.engine.connect() as conn:
-            for name, t in S.INDEX_TABLES.items():
-                q = sa.select(S.resources.c.id, t).join(t, t.c.rid == S.resources.c.rid).where(
-                    S.resources.c.id.like(prefix + "%"))
-                for r in conn.execute(q):
-                    out.setdefault(r[0].split("-", 1)[1], set()).add((name, *tuple(r)[2:]))
             # (not f_uniqueness: the later files' patients repeat the first's, they are duplicates)
             q = sa.text("SELECT rid, institution, day, received, birth, gender, ukey, idkey, namekey, phonekey, "
                         "addrkey, f_completeness, f_conformance, f_consistency, f_timeliness "
