@@ -6,7 +6,9 @@ it into two fresh nodes of the same backend, in the same run:
 - baseline: every capability installed, but the quality engine's hooks taken off;
 - quality: everything, including the engine (per-batch checks + the batch phase).
 
-and prints both times and the overhead (the target is ≤ 15%), then the recall on the injected
+and prints both times and the overhead (the target is ≤ 15%; with ``--repeat`` the best of each
+side, then each run against the baseline run just before it and the medians, which show how far the
+machine drifted), then the recall on the injected
 defects (``truth/quality_defects.csv``, mapping in ``phip.quality.evaluate``) and the share of
 clean records flagged (targets ≥ 99% and ≤ 1%).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -98,6 +101,12 @@ def main() -> None:
           f"{overhead * 100:+.1f}% (target ≤ 15%)")
     print(f"CPU time (less sensitive to other jobs on the machine): baseline {cbase:.1f}s, with quality "
           f"{cqual:.1f}s → overhead {cpu_overhead * 100:+.1f}%")
+    pairs = [q / b - 1 for b, q in zip(times["baseline"], times["quality"], strict=True)]
+    if len(pairs) > 1:  # how far the runs drift: the best of each side may come from different moments
+        medians = statistics.median(times["quality"]) / statistics.median(times["baseline"]) - 1
+        print(f"each run's overhead against the baseline run just before it: "
+              f"{', '.join(f'{p * 100:+.1f}%' for p in pairs)}; median {statistics.median(pairs) * 100:+.1f}%; "
+              f"median against median {medians * 100:+.1f}%")
     assert node_q is not None
     from phip.quality.evaluate import evaluate
 
@@ -111,7 +120,8 @@ def main() -> None:
     save(f"quality-{a.backend}-{a.persons}.json", {
         "machine": describe(), "resources": n_lines, "baseline_s": times["baseline"], "quality_s": times["quality"],
         "overhead": overhead, "baseline_cpu_s": cpus["baseline"], "quality_cpu_s": cpus["quality"],
-        "cpu_overhead": cpu_overhead, "recall": ev.recall, "fp_rate": ev.fp_rate, "defects": ev.defects,
+        "cpu_overhead": cpu_overhead, "pair_overheads": pairs, "recall": ev.recall, "fp_rate": ev.fp_rate,
+        "defects": ev.defects,
         "in_scope": ev.in_scope, "found": ev.found, "clean": ev.clean, "clean_flagged": ev.clean_flagged,
         "by_kind": ev.by_kind, "out_of_scope": dict(ev.out_of_scope)})
     node_q.close()
