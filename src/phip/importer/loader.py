@@ -110,9 +110,7 @@ class Importer:
         self.repo: Repository = store.repository()
         self.on_progress = on_progress
         self.report = ImportReport()
-        #: batches sent to the worker, oldest first: (result, lines, path, checkpoint key, last line, last
-        #: batch of its file)
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[tuple[Future[list[Prepared]], Path, str, int, bool]] = deque()
         self._worker_seals = False  # index rows prepared by the worker carry blind values already
         self._preparers: list[Any] = []  # the IMPORT_PREPARE functions the worker runs
         self._started: Future[None] | None = None  # done once the worker process is up
@@ -183,7 +181,7 @@ class Importer:
         """Write the batches the worker has prepared, oldest first, until at most ``keep`` are left."""
         pending = self._pending
         while len(pending) > keep:
-            fut, _lines, path, key, upto, final = pending.popleft()
+            fut, path, key, upto, final = pending.popleft()
             self._load_batch(path, key, [], upto, final, fut.result())
 
     def _prepare_here(self, lines: list[tuple[int, bytes]]) -> Future[list[Prepared]]:
@@ -211,7 +209,7 @@ class Importer:
                 fut = self._prepare_here(lines)
             else:
                 fut = pool.submit(prepare_lines, lines, self.store.settings.validate)
-            self._pending.append((fut, lines, path, key, upto, final))
+            self._pending.append((fut, path, key, upto, final))
             self._drain(AHEAD)
 
         unreported = 0  # bytes read and not yet reported (progress is reported once a batch)
@@ -484,8 +482,6 @@ def should_defer_indexes(store: Store, files: list[Path]) -> bool:
 
 #: (line number, rejection reason or None, the line, its index rows or None, IMPORT_PREPARE results or None)
 Prepared = tuple[int, str | None, bytes, Any, "dict[str, Any] | None"]
-#: a batch sent to the worker (see ``Importer._pending``)
-_Pending = tuple["Future[list[Prepared]]", "list[tuple[int, bytes]] | None", Path, str, int, bool]
 
 
 def check_resource(res: Any, validate_it: bool) -> str | None:
