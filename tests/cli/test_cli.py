@@ -41,13 +41,14 @@ def test_init_refuses_to_overwrite_and_token(tmp_path: Path) -> None:
 def test_import_reports_rejects_with_file_and_line(node: Any, tmp_path: Path) -> None:
     f = tmp_path / "Patient.ndjson"
     lines = [orjson.dumps(_patient(1)), b"{broken", orjson.dumps({**_patient(2), "gender": "x"}),
-             orjson.dumps(_patient(3)), b"", orjson.dumps({"resourceType": "Nope"})]
+             orjson.dumps(_patient(3)), b"", orjson.dumps({"resourceType": "Nope"}), b'{"name": "a manifest"}']
     f.write_bytes(b"\n".join(lines) + b"\n")
     r = runner.invoke(app, ["import", "--data", str(node.data), str(f)])
     assert r.exit_code == 2, r.output
     assert f"REJECTED {f}:2: not valid JSON" in r.output
     assert f"REJECTED {f}:3: Patient.gender" in r.output
-    assert f"REJECTED {f}:6: unknown resourceType" in r.output
+    assert f"REJECTED {f}:6: unknown resourceType 'Nope'" in r.output
+    assert f"REJECTED {f}:7: no resourceType: not a FHIR resource" in r.output
     assert "loaded 2" in r.output
     ids = {row.id for row in node.store.repository().search(
         node.store.repository().parser().parse("Patient", [])).rows}

@@ -489,6 +489,8 @@ def check_resource(res: Any, validate_it: bool) -> str | None:
     if not isinstance(res, dict):
         return "a line must hold one JSON object (a FHIR resource)"
     rtype = res.get("resourceType")
+    if rtype is None:
+        return "no resourceType: not a FHIR resource"
     if rtype not in defs.resource_types():
         return f"unknown resourceType {rtype!r}"
     rid = res.get("id")
