@@ -802,7 +802,8 @@ class QualityService:
             # as that row has it, else unknown), in one look-up: the row is stored with it
             fx.institution = self._via_institution(tx, fx.via)
         row = self._row(key.rtype, key.rid, ev.version, fx, 0)
-        _insert_many(conn, "quality_resource", _QR_COLS, [row])
+        shape, vals, *_ = shaped(row)  # its NULL and 0/1 columns written into the statement, as imported rows'
+        insert_shaped(conn, {shape: [(*vals, row[_SEQ])]})
         if key.rtype == "Patient" and LIVES in tx.state:
             tx.state[LIVES][key.rid] = (fx.gender, fx.birth, fx.death)
         cross = self.process(tx, key, fx)

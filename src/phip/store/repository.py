@@ -363,6 +363,7 @@ class LeanConnection:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self.dialect = conn.dialect  # (read for every statement's paramstyle: not through __getattr__)
         fairy = conn.connection
         self._dbapi: Any = fairy.dbapi_connection
         self._started: list[float] | None = fairy.info.get("phip_started")
