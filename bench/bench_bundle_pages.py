@@ -37,7 +37,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-from bench_http import make_bundles
+from bench_http import node_bundles
 
 WAL_HEADER = 32
 FRAME_HEADER = 24
@@ -90,18 +90,14 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=20, help="Bundles whose written pages are counted")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
-    url = common.node_db(a.data)
-    if url is None or not url.startswith("sqlite:///") or Path(url[10:]).parent != a.data.resolve():
-        raise SystemExit(f"--data must be a SQLite node with its database in its own folder, not {url!r}")
+    common.require_sqlite_folder(a.data, "the pages counted are SQLite's")
     print(common.describe(), flush=True)
     with tempfile.TemporaryDirectory(prefix="phip-bundle-pages-", dir=common.WORK.parent) as tmp:
         data = Path(tmp) / "node"
         shutil.copytree(a.data, data)
         node = common.open_node(data)
-        orgs = [i for _t, i, _r in common.sample_rows(node.store, "Organization", 50)]
-        pracs = [i for _t, i, _r in common.sample_rows(node.store, "Practitioner", 200)]
         warm = 10
-        bodies = [orjson.loads(b) for b in make_bundles(warm + a.bundles + a.pages, a.seed, orgs, pracs)]
+        bodies = [orjson.loads(b) for b in node_bundles(node.store, warm + a.bundles + a.pages, a.seed)]
         from phip.api import bundles
         from phip.store import repository as R
 

@@ -245,6 +245,13 @@ def make_bundles(n: int, seed: int, orgs: list[str], pracs: list[str], *, raw: b
     return [orjson.dumps(_compliant(_live(g.visit_bundle(k), now, timedelta(hours=12)))) for k in range(n)]
 
 
+def node_bundles(store: Any, n: int, seed: int, *, raw: bool = False) -> list[bytes]:
+    """:func:`make_bundles` for the Organizations and Practitioners stored in a node."""
+    orgs = [i for _t, i, _r in common.sample_rows(store, "Organization", 50)]
+    pracs = [i for _t, i, _r in common.sample_rows(store, "Practitioner", 200)]
+    return make_bundles(n, seed, orgs, pracs, raw=raw)
+
+
 _DT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 

@@ -30,7 +30,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-from bench_http import make_bundles
+from bench_http import node_bundles
 from bench_quality import _strip_quality
 
 TARGET = 0.15
@@ -43,10 +43,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20, help="Bundles written into each before the clock starts")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
-    url = common.node_db(a.data)
-    if url is None or not url.startswith("sqlite:///") or Path(url[10:]).parent != a.data.resolve():
-        raise SystemExit(f"--data must be a SQLite node with its database in its own folder, not {url!r} "
-                         "(the node is copied for each side)")
+    common.require_sqlite_folder(a.data, "the node is copied for each side")
     print(common.describe(), flush=True)
     from phip.api import bundles
 
@@ -56,11 +53,7 @@ def main() -> None:
             shutil.copytree(a.data, Path(tmp) / side)
             nodes[side] = common.open_node(Path(tmp) / side)
         _strip_quality(nodes["baseline"])
-        store = nodes["quality"].store
-        orgs = [i for _t, i, _r in common.sample_rows(store, "Organization", 50)]
-        pracs = [i for _t, i, _r in common.sample_rows(store, "Practitioner", 200)]
-        n = a.warmup + a.bundles
-        bodies = make_bundles(n, a.seed, orgs, pracs)
+        bodies = node_bundles(nodes["quality"].store, a.warmup + a.bundles, a.seed)
         base = "http://127.0.0.1/fhir"
 
         def get(*_a: Any) -> dict[str, Any]:

@@ -180,6 +180,14 @@ def drop_node(data: Path) -> None:
         shutil.rmtree(data)
 
 
+def require_sqlite_folder(data: Path, why: str) -> None:
+    """Exit with a message unless ``data`` is a SQLite node whose database file is in its own folder
+    (a benchmark that copies the node, or reads SQLite's own files, needs that)."""
+    url = node_db(data)
+    if url is None or not url.startswith("sqlite:///") or Path(url[10:]).parent != data.resolve():
+        raise SystemExit(f"--data must be a SQLite node with its database in its own folder, not {url!r} ({why})")
+
+
 def mark_loaded(data: Path, info: dict[str, Any]) -> None:
     (data / "bench.json").write_bytes(orjson.dumps(info))
 
