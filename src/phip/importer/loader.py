@@ -354,11 +354,11 @@ class Importer:
         indexes: dict[int, Any] = {}  # id(resource) -> its index rows, when prepared by the worker
         extras: dict[int, dict[str, Any]] = {}  # id(resource) -> IMPORT_PREPARE results from the worker
         for lineno, reason, line, ix, extra in prepared if prepared is not None else prepare_lines(batch, None):
-            res: dict[str, Any] | None = orjson.loads(line) if reason is None else None
+            res: Any = orjson.loads(line) if reason is None else None  # a resource once it has no reason
             if reason is None and prepared is None:
                 reason = check_resource(res, self.store.settings.validate)
-            if reason or res is None:
-                self.report.rejected.append(Rejected(fname, lineno, reason or "not a resource"))
+            if reason:
+                self.report.rejected.append(Rejected(fname, lineno, reason))
                 continue
             if ix is not None:
                 indexes[id(res)] = ix
