@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 
+from phip.core.ids import uuid7
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import now_us, to_instant
 from phip.fhir.errors import FhirError, Issue, bad_request, outcome
@@ -275,7 +276,7 @@ def _transaction(repo: Repository, entries: list[dict[str, Any]], base: str, get
         method = e["request"]["method"]
         res = e.get("resource")
         if method == "POST" and isinstance(res, dict):
-            new_id = str(uuid.uuid4())
+            new_id = uuid7()
             assigned[i] = new_id
             if isinstance(full, str) and full:
                 mapping[full] = f"{res.get('resourceType')}/{new_id}"

@@ -12,7 +12,6 @@ Person ids (each cluster takes the id most of its records had) and the manual de
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import orjson
 import sqlalchemy as sa
 
 from phip.core.hooks import Point, WriteEvent
+from phip.core.ids import uuid7
 from phip.empi import newborn
 from phip.empi import tables as T
 from phip.empi.engine import ASSURANCE, Empi, golden_person
@@ -310,7 +310,7 @@ def _run(empi: Empi, *, rebuild: bool, progress: Progress) -> BatchReport:
                         pid_person = cand
                         break
             if pid_person is None:
-                pid_person = str(uuid.uuid4())
+                pid_person = uuid7()
             used.add(pid_person)
             for m in members:
                 person_of[m] = pid_person

@@ -18,7 +18,6 @@ Assurance of ``Person.link`` (FHIR IdentityAssuranceLevel):
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from phip.core.hooks import WriteEvent
+from phip.core.ids import uuid7
 from phip.empi import newborn
 from phip.empi import tables as T
 from phip.empi.newborn import via_mother
@@ -335,7 +335,7 @@ class Empi:
                     (old_person, pid)).first() is not None:
                 person_id = ""  # its old Person is someone else's now: start a new one
             if not person_id:
-                person_id = str(uuid.uuid4())
+                person_id = uuid7()
         score = best.best.weight if best is not None else (reviews[0].best.weight if reviews else None)
         self._save_record(conn, f, person_id, kind, score)
         self._queue_reviews(conn, pid, reviews)

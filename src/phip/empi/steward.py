@@ -9,13 +9,13 @@ and every resource referencing the source is re-pointed to the target; what was 
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from phip.core.ids import uuid7
 from phip.empi import tables as T
 from phip.empi.engine import ASSURANCE, Empi
 from phip.fhir.datetimes import now_us
@@ -67,7 +67,7 @@ def unlink_record(empi: Empi, conn: Connection, pid: str, who: str, why: str | N
                         code="conflict", msg_id="PHIP-4010")
     for o in others:
         decide(conn, pid, o, "different", who, why)
-    new_person = str(uuid.uuid4())
+    new_person = uuid7()
     conn.execute(R.update().where(R.c.patient_id == pid).values(
         person_id=new_person, link_kind="manual", assurance="level4", updated=now_us()))
     empi.refresh_person(conn, new_person)

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 
 from phip.core import heap
 from phip.core.hooks import ImportedItem, Point, WriteEvent
+from phip.core.ids import uuid7
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import now_us, to_instant
 from phip.fhir.errors import FhirError
@@ -411,7 +412,7 @@ class Importer:
             if extras and id(res) in extras:
                 pre_x[len(docs)] = extras[id(res)]
             rtype = res["resourceType"]
-            rid = res.get("id") or str(uuid.uuid4())
+            rid = res.get("id") or uuid7()
             meta = dict(res.get("meta") or {})
             sent.append(meta.get("lastUpdated"))
             meta["versionId"] = "1"

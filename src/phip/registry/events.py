@@ -10,10 +10,10 @@ written, ``entity`` the source (the birth or death certificate, the Patient's pr
 from __future__ import annotations
 
 import copy
-import uuid
 from datetime import date
 from typing import Any
 
+from phip.core.ids import uuid7
 from phip.fhir.datetimes import now_us, to_instant
 from phip.fhir.errors import FhirError, Issue
 from phip.registry import codes as C
@@ -208,7 +208,7 @@ class Registry:
                     continue
                 if res is mother_rp or e.get("_mother"):
                     continue
-                new_id = str(uuid.uuid4())
+                new_id = uuid7()
                 assigned[i] = new_id
                 if isinstance(e.get("fullUrl"), str):
                     mapping[e["fullUrl"]] = f"{res.get('resourceType')}/{new_id}"

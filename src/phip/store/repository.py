@@ -16,7 +16,6 @@ import re
 import sqlite3
 import threading
 import time
-import uuid
 from collections import namedtuple
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -31,6 +30,7 @@ from sqlalchemy import Connection
 
 from phip.core.access import AccessScope, as_system
 from phip.core.hooks import Hooks, Point, WriteEvent
+from phip.core.ids import uuid7
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import date_range, now_us, to_instant
 from phip.fhir.errors import FhirError, Issue, bad_request, conflict, gone, not_found
@@ -876,7 +876,7 @@ class Repository:
             if self.scope is not None:
                 self.scope.check_write(tx.conn, rtype, resource, "POST", None)
             issues += self._before_write(tx, rtype, resource, "POST")
-            new_id = rid or str(uuid.uuid4())
+            new_id = rid or uuid7()
             row = self._store(tx, rtype, new_id, resource, 1, "POST", None, _ready(checked, resource))
         return WriteResult(self.scope.view(row) if self.scope is not None else row, 201, issues)
 
