@@ -291,3 +291,30 @@ def test_inherited_institutions_of_a_bundle(api: Any, node: Any) -> None:
     later = api.create(_obs(f"Patient/{ids[0]}", f"Encounter/{ids[1]}"))["id"]
     with node.store.engine.connect() as conn:
         assert conn.execute(sa.select(QR.c.institution).where(QR.c.rid == later)).scalar_one() == "o1"
+
+
+def test_prepare_many_runs_each_function_over_all_and_leaves_out_what_raised(node: Any) -> None:
+    order: list[tuple[str, str]] = []
+
+    def first(rtype: str, rid: str, _res: dict[str, Any]) -> str:
+        order.append(("first", rid))
+        if rid == "b":
+            raise ValueError("cannot prepare b")
+        return f"1{rid}"
+
+    def second(rtype: str, rid: str, _res: dict[str, Any]) -> str:
+        order.append(("second", rid))
+        return f"2{rid}"
+
+    hooks = node.store.hooks
+    hooks._prepare[:] = []
+    hooks.register_prepare("first", first)
+    hooks.register_prepare("second", second)
+    items = [("Patient", r, {"resourceType": "Patient", "id": r}) for r in ("a", "b", "c")]
+    got = hooks.prepare_many(items)
+    assert got == [{"first": "1a", "second": "2a"}, {"second": "2b"}, {"first": "1c", "second": "2c"}]
+    assert got == [hooks.prepare(*it) for it in items]  # the same as one resource at a time
+    assert order[:6] == [("first", "a"), ("first", "b"), ("first", "c"), ("second", "a"), ("second", "b"),
+                         ("second", "c")]
+    hooks._prepare[:] = []
+    assert hooks.prepare_many(items) == [None, None, None]

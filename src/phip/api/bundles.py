@@ -185,6 +185,7 @@ def _precheck(repo: Repository, entries: list[dict[str, Any]], mapping: dict[str
     comes, so the transaction fails on the same entry, with the same error, as it would otherwise."""
     out: dict[int, _Pre] = {}
     snapshot = dict(mapping)
+    later: list[tuple[Checked, str, str, dict[str, Any]]] = []  # (what to prepare: after the loop, in one go)
     for i, e in enumerate(entries):
         req = e["request"]
         res = e.get("resource")
@@ -208,9 +209,13 @@ def _precheck(repo: Repository, entries: list[dict[str, Any]], mapping: dict[str
             continue
         rid = assigned.get(i) if req["method"] == "POST" else path[1]
         if checked.error is None and rid is not None:
-            checked.prepared = repo.store.hooks.prepare(path[0], rid, {**doc, "id": rid})
-            checked.prepared_id = rid
+            later.append((checked, path[0], rid, {**doc, "id": rid}))
         out[i] = _Pre(snapshot, fast, doc, checked)
+    if later:
+        for (checked, _t, rid, _d), prepared in zip(
+                later, repo.store.hooks.prepare_many([(t, r, d) for _c, t, r, d in later]), strict=True):
+            checked.prepared = prepared
+            checked.prepared_id = rid
     return out
 
 

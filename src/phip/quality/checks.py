@@ -158,13 +158,30 @@ def _split(path: str) -> tuple[str, ...]:
 
 def walk(node: Any, parts: tuple[str, ...]) -> list[Any]:
     """The values at a dotted path, lists flattened (``category.coding.code``)."""
-    if len(parts) == 1:  # the common case: one element of the resource
+    n = len(parts)
+    if n == 1:  # the common case: one element of the resource
         v = node.get(parts[0]) if isinstance(node, dict) else None
         if v is None or v == "" or v == {}:
             return []
         if isinstance(v, list):
             return [x for x in v if x not in ("", [], {})]
         return [v]
+    if n == 2:  # the next most common: an element of an element (``code.coding``, ``period.start``)
+        v = node.get(parts[0]) if isinstance(node, dict) else None
+        if v is None:
+            return []
+        last = parts[1]
+        out: list[Any] = []
+        for c in v if isinstance(v, list) else (v,):
+            if isinstance(c, dict):
+                x = c.get(last)
+                if x is None or x == "" or x == {} or x == []:
+                    continue
+                if isinstance(x, list):
+                    out.extend(y for y in x if y not in ("", [], {}))
+                else:
+                    out.append(x)
+        return out
     cur = [node]
     for p in parts:
         nxt: list[Any] = []
@@ -184,6 +201,10 @@ def walk(node: Any, parts: tuple[str, ...]) -> list[Any]:
 
 
 def _first(node: Any, parts: tuple[str, ...]) -> Any:
+    if len(parts) == 1:  # one element: its value, or a list's first
+        v = node.get(parts[0]) if isinstance(node, dict) else None
+        if not isinstance(v, list):
+            return None if v is None or v == "" or v == {} else v
     vals = walk(node, parts)
     return vals[0] if vals else None
 
@@ -224,7 +245,8 @@ class Checker:
         self._code_cache: dict[tuple[str, str, str | None], bool] = {}
         self.id_system = f.identifiers.id_number_system
         self.org_re = re.compile(f.identifiers.org_system_pattern)
-        self.direct = {t: [(p, _split(p)) for p in ps] for t, ps in f.institution.direct.items()}
+        #: per type, each path naming the institution, with its reference's path
+        self.direct = {t: [(p, (*_split(p), "reference")) for p in ps] for t, ps in f.institution.direct.items()}
         self.via = list(f.institution.via)
         self.required: dict[str, list[tuple[str, Any, tuple[str, ...], tuple[str, ...] | None]]] = {}
         for r in f.completeness:
@@ -299,7 +321,7 @@ class Checker:
         for p, parts in self.direct.get(rtype, ()):
             if p == "$self":
                 return rid, None
-            for v in walk(res, (*parts, "reference")):
+            for v in walk(res, parts):
                 if isinstance(v, str) and v.startswith("Organization/"):
                     return v[13:], None
         src = (res.get("meta") or {}).get("source")

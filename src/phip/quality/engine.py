@@ -67,6 +67,10 @@ _CONFORMANCE = _QR_SHAPED.index("f_conformance")
 _BOUND, _NULL = ord("?"), ord("N")
 _SEQ = _QR_COLS.index("seq")
 _SUBJECT, _INSTITUTION, _DAY = (_QR_COLS.index(c) for c in ("subject", "institution", "day"))
+#: the new records a transaction wrote, not checked yet (``Tx.state``, ``Tx.before_commit``)
+CREATED = "quality.created"
+#: the dimension flags of a record without findings
+_CLEAN = (0,) * len(FLAG_DIMENSIONS)
 _QF_COLS = ("rtype", "rid", "version", "rule", "dimension", "path", "message", "subject", "institution", "day",
             "status", "detected")
 
@@ -444,9 +448,11 @@ class QualityService:
             conn.execute(S.jobs.insert().values(id=WATERMARK, kind="quality", status="done", request="watermark",
                                                 owner=None, created=now, updated=now, progress=str(seq)))
 
-    def process(self, tx: Any, key: ResKey | None = None, fx: Facts | None = None) -> list[tuple[ResKey, Found]]:
+    def process(self, tx: Any, key: ResKey | None = None, fx: Facts | None = None,
+                newest: bool = False) -> list[tuple[ResKey, Found]]:
         """The cross-record part, counters and Tasks: for the imported rows above the watermark
-        (``key`` None), or for one resource just written."""
+        (``key`` None), or for one resource just written (``newest``: a new record, registered after
+        every other but those received after it)."""
         conn = tx.conn
         m = _mark(conn)
         if key is None:
@@ -464,7 +470,7 @@ class QualityService:
         if key is None:
             self._inherited = None
         # 2. cross-record checks
-        cross = self._cross(conn, where, args, fx, tx if key is not None else None)
+        cross = self._cross(conn, where, args, fx, tx if key is not None else None, newest)
         now = now_us()
         if cross:
             info = self._info(conn, {k for k, _f in cross})
@@ -582,7 +588,7 @@ class QualityService:
         return out
 
     def _cross(self, conn: Connection, where: str, args: tuple[Any, ...],
-               fx: Facts | None = None, tx: Any = None) -> list[tuple[ResKey, Found]]:
+               fx: Facts | None = None, tx: Any = None, newest: bool = False) -> list[tuple[ResKey, Found]]:
         ck = self.checker
         out: list[tuple[ResKey, Found]] = []
         w = where.replace("seq", "q.seq").replace("rtype =", "q.rtype =").replace("rid =", "q.rid =")
@@ -620,13 +626,17 @@ class QualityService:
                 if why:
                     info = ck.sex_rule_by_id[xrule]
                     out.append((k, Found(xrule, f"{rtype}.{info.path}", why)))
-        # the same record twice at one institution: the one registered later (the larger record
-        # number, ids compared by length then text) is the duplicate
+        # the same record twice at one institution: the one registered later is the duplicate — of
+        # records loaded together, the larger record number (ids compared by length then text); a new
+        # record written now is later than every record received before it (whatever its id: a
+        # server-assigned id is no record number)
+        earlier = "(LENGTH(b.rid) < LENGTH(q.rid) OR (LENGTH(b.rid) = LENGTH(q.rid) AND b.rid < q.rid))"
+        if newest:
+            earlier = f"(b.received < q.received OR (b.received = q.received AND {earlier}))"
         for rtype, rid, other in [] if fx is not None and fx.ukey is None else conn.exec_driver_sql(
             "SELECT q.rtype, q.rid, MIN(b.rid) FROM quality_resource q JOIN quality_resource b "
             "ON b.rtype = q.rtype AND b.ukey = q.ukey AND b.institution = q.institution AND b.rid <> q.rid "
-            "AND (b.uid IS NULL OR q.uid IS NULL OR b.uid = q.uid) "
-            "AND (LENGTH(b.rid) < LENGTH(q.rid) OR (LENGTH(b.rid) = LENGTH(q.rid) AND b.rid < q.rid)) "
+            f"AND (b.uid IS NULL OR q.uid IS NULL OR b.uid = q.uid) AND {earlier} "
             f"WHERE {w} AND q.ukey IS NOT NULL GROUP BY q.rtype, q.rid", args
         ):
             out.append((ResKey(rtype, rid), Found(f"uniqueness.{rtype}", f"{rtype}.id",
@@ -772,11 +782,15 @@ class QualityService:
     def on_write(self, tx: Any, ev: WriteEvent) -> None:
         if ev.resource_type in SKIP:
             return
+        # a resource created with a new id (POST: server-assigned) has no row of its own yet
+        fresh = ev.method == "POST" and ev.version == 1
+        if fresh and ev.resource is not None and ev.resource_type != "PractitionerRole":
+            self._on_create(tx, ev)
+            return
+        self._flush_created(tx)  # what follows may look at the transaction's new records
         conn = tx.conn
         m = _mark(conn)
         key = ResKey(ev.resource_type, ev.id)
-        # a resource created with a new id (POST: server-assigned) has no row of its own yet
-        fresh = ev.method == "POST" and ev.version == 1
         old = None if fresh else conn.exec_driver_sql(
             f"SELECT institution, day, received, {', '.join('f_' + d for d in FLAG_DIMENSIONS)}, seq "
             "FROM quality_resource "
@@ -832,6 +846,81 @@ class QualityService:
         self._sync(tx, key, ev.version, findings, (fx.subject, inst_row[0], inst_row[1]), now,
                    new=old is None and ev.version == 1)
         self._late_registration_rest(tx, key, fx, inst_row[0], now)
+
+    def _on_create(self, tx: Any, ev: WriteEvent) -> None:
+        """:meth:`on_write` for a resource created with a new id (the live feed's writes): kept for
+        :meth:`_flush_created`, which checks the transaction's new records together before its commit
+        (or before anything else the engine does in it)."""
+        pending: list[WriteEvent] | None = tx.state.get(CREATED)
+        if pending is None:
+            pending = tx.state[CREATED] = []
+        if CREATED not in tx.before_commit:
+            tx.before_commit[CREATED] = self._flush_created
+        pending.append(ev)
+
+    def _flush_created(self, tx: Any) -> None:
+        """The new records :meth:`_on_create` kept, in the order written: their rows, in one statement
+        per shape, then each one's cross-record checks (only where it has something for them: a
+        uniqueness key, a registry comparison, an event or restricted code against its patient's life),
+        counters and findings.  A new record has no row, no findings and no counted contribution of its
+        own yet: nothing to take out or reconcile."""
+        evs: list[WriteEvent] | None = tx.state.pop(CREATED, None)
+        tx.before_commit.pop(CREATED, None)
+        if not evs:
+            return
+        now = now_us()
+        groups: dict[bytes, list[tuple[Any, ...]]] = {}
+        done: list[tuple[WriteEvent, Facts, int]] = []
+        institutions = self._institutions(tx)
+        lives = tx.state.get(LIVES)
+        for ev in evs:
+            rtype, rid = ev.resource_type, ev.id
+            pre = ev.prepared.get(PREPARED) if ev.prepared else None
+            fx = self._facts(ev, pre[0] if pre is not None else now, pre)
+            if fx.institution is None:  # its encounter's or subject's, as that row has it, else unknown
+                fx.institution = self._via_institution(tx, fx.via)
+            institutions[f"{rtype}/{rid}"] = fx.institution
+            shape, vals, _subject, _inst, day = shaped(self._row(rtype, rid, 1, fx, 0))
+            rows = groups.get(shape)
+            if rows is None:
+                rows = groups[shape] = []
+            rows.append((*vals, 0))
+            if rtype == "Patient" and lives is not None:
+                lives[rid] = (fx.gender, fx.birth, fx.death)
+            done.append((ev, fx, day))
+        insert_shaped(tx.conn, groups)
+        for ev, fx, day in done:
+            rtype, rid = ev.resource_type, ev.id
+            inst = fx.institution
+            findings = fx.findings
+            if fx.ukey is not None or fx.ref is not None or self._life_at_odds(tx, fx):
+                cross = self.process(tx, ResKey(rtype, rid), fx, newest=True)
+                if cross:
+                    findings = findings + [f for _k, f in cross]
+            if not findings:
+                self._count(tx, inst, rtype, day, 1, _CLEAN)
+                continue
+            dims = {self.dimension(f.rule) for f in findings}
+            self._count(tx, inst, rtype, day, 1, (int(d in dims) for d in FLAG_DIMENSIONS))
+            self._sync(tx, ResKey(rtype, rid), 1, findings, (fx.subject, inst, day), now, new=True)
+            self._late_registration_rest(tx, ResKey(rtype, rid), fx, inst, now)
+
+    def _life_at_odds(self, tx: Any, fx: Facts) -> bool:
+        """Whether a record's event or restricted code may not fit its patient's life (what
+        :meth:`_cross` judges for one record): a restricted code, or an event outside the patient's
+        life as this transaction knows it (with the slack)."""
+        subject = fx.subject
+        if not subject or not subject.startswith("Patient/") or (fx.event is None and fx.xrule is None):
+            return False
+        pat = self._patient_life(tx, subject[8:])
+        if pat is None:
+            return False
+        if fx.xrule is not None:
+            return True
+        _gender, birth, death = pat
+        ev, slack = fx.event, self.checker.life_slack
+        return ev is not None and ((birth is not None and ev < birth - slack)
+                                   or (death is not None and ev > death + slack))
 
     def _patient_life(self, tx: Any, pid: str) -> tuple[str | None, int | None, int | None] | None:
         """A Patient's (gender, birth, death) as its quality row has them, None without a row: looked up
