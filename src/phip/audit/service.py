@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from phip.audit import chain, journal
 from phip.audit.events import Pending
 from phip.audit.journal import Journal
+from phip.core.access import node_work
 from phip.core.hooks import WriteEvent
 from phip.fhir.datetimes import now_us
 
@@ -269,7 +270,7 @@ class AuditService:
         if ctx is None:
             return
         ctx.depth += 1  # until after_others: writes made by the other hooks of this write are nested
-        if ctx.depth > 1:
+        if ctx.depth > 1 or node_work.get():  # (and writes the node makes before a commit are its own)
             return
         from phip.api.context import current_principal
 

@@ -32,6 +32,24 @@ def as_system() -> Iterator[None]:
         system_access.reset(token)
 
 
+#: set while the node does work of its own that no caller's write asked for in itself: a transaction's
+#: before-commit functions (counters, the checks gathered over the transaction, the Tasks they open).
+#: Writes made then are the node's, as writes made by a hook of a caller's write are (not audited as
+#: the caller's)
+node_work: ContextVar[bool] = ContextVar("node_work", default=False)
+
+
+@contextmanager
+def as_node_work() -> Iterator[None]:
+    """The node's own work (:data:`node_work`), with full access (:func:`as_system`)."""
+    token, system = node_work.set(True), system_access.set(True)
+    try:
+        yield
+    finally:
+        system_access.reset(system)
+        node_work.reset(token)
+
+
 class AccessScope(Protocol):
     """What one caller may see and do.  Every method raises ``FhirError(403)`` naming the rule
     that denied, or returns normally."""

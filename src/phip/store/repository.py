@@ -28,7 +28,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from phip.core.access import AccessScope, as_system
+from phip.core.access import AccessScope, as_node_work, as_system
 from phip.core.hooks import Hooks, Point, WriteEvent
 from phip.core.ids import uuid7
 from phip.fhir import definitions as defs
@@ -434,9 +434,11 @@ class Tx:
             self.pending_prepared = {}
 
     def flush_changes(self) -> None:
-        while self.before_commit:
-            name = next(iter(self.before_commit))
-            self.before_commit.pop(name)(self)
+        if self.before_commit:
+            with as_node_work():  # the capabilities' work for the node, as their hooks' is
+                while self.before_commit:
+                    name = next(iter(self.before_commit))
+                    self.before_commit.pop(name)(self)
         self.flush_pending()
         if self.ref_checks:
             _check_references(self.conn, self.ref_checks)
