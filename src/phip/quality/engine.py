@@ -525,29 +525,35 @@ class QualityService:
             v[i] += int(f)
 
     def _write_counts(self, tx: Any) -> None:
-        """The transaction's counter changes, one statement a row, in key order (two transactions
-        lock their rows in the same order: no deadlock).  A row gets created only by a count that
-        adds a record (as ``INSERT … ON CONFLICT`` did); what only takes away or flags updates the
-        row if there is one (as ``UPDATE`` did)."""
+        """The transaction's counter changes, in key order (two transactions lock their rows in the
+        same order: no deadlock), consecutive ones of a kind in one statement.  A row gets created
+        only by a count that adds a record (as ``INSERT … ON CONFLICT`` did); what only takes away or
+        flags updates the row if there is one (as ``UPDATE`` did)."""
         counts: dict[tuple[str, str, int], list[int]] = tx.state.pop(COUNTS, {})
         conn = tx.conn
         m = _mark(conn)
         cols = ", ".join(f"f_{d}" for d in FLAG_DIMENSIONS)
         upd = ", ".join(f"f_{d} = quality_counter.f_{d} + excluded.f_{d}" for d in FLAG_DIMENSIONS)
         add = ", ".join(f"f_{d} = f_{d} + {m}" for d in FLAG_DIMENSIONS)
+        upsert = (f"INSERT INTO quality_counter (institution, rtype, day, received, {cols}) "
+                  f"VALUES ({', '.join([m] * (4 + len(FLAG_DIMENSIONS)))}) "
+                  "ON CONFLICT (institution, rtype, day) DO UPDATE SET "
+                  f"received = quality_counter.received + excluded.received, {upd}")
+        update = (f"UPDATE quality_counter SET received = received + {m}, {add} "
+                  f"WHERE institution = {m} AND rtype = {m} AND day = {m}")
+        run: list[tuple[Any, ...]] = []
+        kind = upsert
         for (inst, rtype, day), v in sorted(counts.items()):
             if not any(v):
                 continue
-            if v[0] > 0:
-                conn.exec_driver_sql(
-                    f"INSERT INTO quality_counter (institution, rtype, day, received, {cols}) "
-                    f"VALUES ({', '.join([m] * (4 + len(FLAG_DIMENSIONS)))}) "
-                    "ON CONFLICT (institution, rtype, day) DO UPDATE SET "
-                    f"received = quality_counter.received + excluded.received, {upd}", (inst, rtype, day, *v))
-            else:
-                conn.exec_driver_sql(
-                    f"UPDATE quality_counter SET received = received + {m}, {add} "
-                    f"WHERE institution = {m} AND rtype = {m} AND day = {m}", (*v, inst, rtype, day))
+            sql, args = (upsert, (inst, rtype, day, *v)) if v[0] > 0 else (update, (*v, inst, rtype, day))
+            if sql is not kind and run:
+                conn.exec_driver_sql(kind, run)
+                run = []
+            kind = sql
+            run.append(args)
+        if run:
+            conn.exec_driver_sql(kind, run)
 
     def _inherit(self, conn: Connection, where: str, args: tuple[Any, ...], key: ResKey | None,
                  resolve: bool = True) -> None:
