@@ -69,6 +69,8 @@ _SEQ = _QR_COLS.index("seq")
 _SUBJECT, _INSTITUTION, _DAY = (_QR_COLS.index(c) for c in ("subject", "institution", "day"))
 #: the new records a transaction wrote, not checked yet (``Tx.state``, ``Tx.before_commit``)
 CREATED = "quality.created"
+#: the condition of the ``seq`` index (imported rows): a query of a range of them says it, so the index serves it
+_IMPORTED = "seq <> 0"
 #: the dimension flags of a record without findings
 _CLEAN = (0,) * len(FLAG_DIMENSIONS)
 _QF_COLS = ("rtype", "rid", "version", "rule", "dimension", "path", "message", "subject", "institution", "day",
@@ -422,7 +424,7 @@ class QualityService:
             m = _mark(conn)
             mark, top = self._pending(conn)
             if top > mark:
-                self._inherit(conn, f"seq > {m} AND seq <= {m}", (mark, top), None)
+                self._inherit(conn, f"{_IMPORTED} AND seq > {m} AND seq <= {m}", (mark, top), None)
             if self.tasks:
                 self._tasks_bulk(tx)
         # committed: the batch phase need not look for institutions in these rows again (none is left
@@ -435,7 +437,7 @@ class QualityService:
 
     def _pending(self, conn: Connection) -> tuple[int, int]:
         """The imported rows awaiting the batch phase: ``seq`` above the first, up to the second."""
-        return self._watermark(conn), conn.execute(sa.select(sa.func.max(QR.c.seq))).scalar() or 0
+        return self._watermark(conn), conn.execute(sa.select(sa.func.max(QR.c.seq)).where(QR.c.seq != 0)).scalar() or 0
 
     def _watermark(self, conn: Connection) -> int:
         rec = conn.execute(sa.select(S.jobs.c.progress).where(S.jobs.c.id == WATERMARK)).first()
@@ -461,7 +463,7 @@ class QualityService:
                 if self.tasks:
                     self._tasks_bulk(tx)
                 return []
-            where, args = f"seq > {m} AND seq <= {m}", (mark, top)
+            where, args = f"{_IMPORTED} AND seq > {m} AND seq <= {m}", (mark, top)
         else:
             where, args = f"rtype = {m} AND rid = {m}", (key.rtype, key.rid)
         # 1. institutions inherited from the encounter / subject (unless IMPORT_LOADED did it for these rows)

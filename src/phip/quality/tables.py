@@ -3,7 +3,7 @@
 - ``quality_resource``: one row per checked resource — its institution, receipt day, what the
   cross-record checks need, and which dimensions it fails (``f_*``); rows loaded by ``phip import``
   carry their resource row id in ``seq``: those above the watermark (``jobs`` row
-  ``quality:import``) await the batch phase.
+  ``quality:import``) await the batch phase; rows of records checked at once have ``seq`` 0.
 - ``quality_finding``: one row per (resource, rule): element path, message, status
   (``open`` → ``resolved`` when a corrected version passes; ``cancelled`` when the resource is
   deleted) and the FHIR Task assigned to the institution.
@@ -13,7 +13,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, SmallInteger, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from phip.store.schema import RowId, metadata
 
@@ -22,8 +33,8 @@ FLAG_DIMENSIONS: tuple[str, ...] = ("completeness", "conformance", "consistency"
 quality_resource = Table(
     "quality_resource",
     metadata,
-    Column("rtype", String(64), primary_key=True),
-    Column("rid", String(64), primary_key=True),
+    Column("rtype", String(64), nullable=False),
+    Column("rid", String(64), nullable=False),
     Column("version", Integer, nullable=False),
     Column("institution", String(64), nullable=True),
     Column("via_type", String(64), nullable=True),
@@ -47,8 +58,13 @@ quality_resource = Table(
     Column("namekey", String(40), nullable=True),
     Column("phonekey", String(40), nullable=True),
     Column("addrkey", String(40), nullable=True),
+    # the id first: a live feed's server-assigned ids are time-ordered (``phip.core.ids``), so its new
+    # rows go to the end of one B-tree, not to the end of each type's part of it
+    PrimaryKeyConstraint("rid", "rtype", name="quality_resource_pkey"),
 )
-Index("ix_quality_resource_seq", quality_resource.c.seq)
+# imported rows only (``seq`` > 0, awaiting or past the batch phase); queries on it say ``seq <> 0``
+Index("ix_quality_resource_seq", quality_resource.c.seq, sqlite_where=quality_resource.c.seq != 0,
+      postgresql_where=quality_resource.c.seq != 0)
 Index("ix_quality_resource_idkey", quality_resource.c.idkey,
       sqlite_where=quality_resource.c.idkey.isnot(None), postgresql_where=quality_resource.c.idkey.isnot(None))
 Index("ix_quality_resource_ukey", quality_resource.c.rtype, quality_resource.c.institution, quality_resource.c.ukey,
