@@ -161,7 +161,7 @@ class _Later:
 
 
 def _built(out: Any, ret: str = "representation", raw: bool = False) -> dict[str, Any]:
-    return out.build(ret, raw) if isinstance(out, _Later) else out  # type: ignore[no-any-return]
+    return out.build(ret, raw) if isinstance(out, _Later) else out
 
 
 @dataclass(slots=True)

@@ -61,7 +61,8 @@ class AccessScope(Protocol):
     def check_row(self, conn: Any, row: Any, action: str) -> None:
         """May the caller ``action`` (r: read, u: update, d: delete) this stored row?"""
 
-    def check_write(self, conn: Any, rtype: str, resource: dict[str, Any], method: str, current: Any) -> None:
+    def check_write(self, conn: Any, rtype: str, resource: dict[str, Any] | None, method: str,
+                    current: Any) -> None:
         """May the caller write ``resource`` (``current``: the stored row it replaces, or None)?"""
 
     def check_operation(self, name: str, rtype: str | None = None) -> None:

@@ -423,8 +423,8 @@ class Checker:
                     fx.event = ev
                     break
         for rule_id, _s, parts in self.sex_rules.get(rtype, ()):
-            codes = [c.get("code") for c in walk(res, parts) if isinstance(c, dict) and isinstance(c.get("code"), str)]
-            if any(code.startswith(tuple(_s.prefixes)) for code in codes):
+            coded = [c["code"] for c in walk(res, parts) if isinstance(c, dict) and isinstance(c.get("code"), str)]
+            if any(code.startswith(tuple(_s.prefixes)) for code in coded):
                 fx.xrule = rule_id
                 if fx.event is None:
                     fx.event = received
@@ -532,7 +532,8 @@ class Checker:
             if not isinstance(vq, dict) or not isinstance(vq.get("value"), int | float):
                 continue
             for c in walk(p, ("code", "coding")):
-                rng = self.vitals.get(c.get("code")) if isinstance(c, dict) else None
+                code = c.get("code") if isinstance(c, dict) else None
+                rng = self.vitals.get(code) if isinstance(code, str) else None
                 if rng is None or (vq.get("code") or vq.get("unit")) != rng.unit:
                     continue
                 if not rng.low <= vq["value"] <= rng.high:

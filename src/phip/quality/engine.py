@@ -142,7 +142,7 @@ class Prepare:
         from phip.fhir.search.extract import index_resource
 
         now = now_us()
-        out = []
+        out: list[tuple[str, str, str, str, Any]] = []
         for f in fx.findings:
             if not assigned(f.rule):
                 out.append((f.rule, dim(f.rule), f.path, f.message, None))
@@ -277,7 +277,7 @@ def value_key(codec: Any, kind: str, value: str | None) -> str | None:
 
 
 def facts_row(rtype: str, rid: str, version: int, fx: Facts, seq: int, dimension: Callable[[str], str],
-              key: Callable[[str, str | None], str | None], offset: int) -> tuple[Any, ...]:
+              key: Callable[[str, str | None], str | None], offset: float) -> tuple[Any, ...]:
     """A ``quality_resource`` row (columns ``_QR_COLS``) from a resource's facts."""
     via_t = via_i = None
     if fx.via and "/" in fx.via:
@@ -457,6 +457,7 @@ class QualityService:
         every other but those received after it)."""
         conn = tx.conn
         m = _mark(conn)
+        args: tuple[Any, ...]
         if key is None:
             mark, top = self._pending(conn)
             if top <= mark:
@@ -500,7 +501,7 @@ class QualityService:
             "ON CONFLICT (institution, rtype, day) DO UPDATE SET "
             f"received = quality_counter.received + excluded.received, {upd}", args)
         # 4. the watermark and Tasks for the new findings
-        self._set_watermark(conn, args[1])
+        self._set_watermark(conn, int(args[1]))
         if self.tasks:
             self._tasks_bulk(tx)
         return cross
@@ -735,11 +736,11 @@ class QualityService:
         inn = ", ".join([m] * len(orgs))
         cols = "q.rid, r.rid, q.namekey, r.namekey, q.phonekey, r.phonekey, q.addrkey, r.addrkey, r.institution"
         mine = f"q.rtype = 'Patient' AND (q.institution IS NULL OR q.institution NOT IN ({inn}))"
-        rows = conn.exec_driver_sql(
+        rows = list(conn.exec_driver_sql(
             f"SELECT {cols} FROM quality_resource q JOIN quality_resource r ON r.idkey = q.idkey "
             f"AND r.rtype = 'Patient' AND r.rid <> q.rid AND r.institution IN ({inn}) "
             f"WHERE {w} AND {mine} AND q.idkey IS NOT NULL ORDER BY q.rid, r.received DESC",
-            (*orgs, *args, *orgs)).all()
+            (*orgs, *args, *orgs)).all())
         if self.same_person is not None:
             # no own valid ID number (missing, mistyped, the mother's): the resident's registry record
             # is the one the master index linked to the same Person
@@ -941,7 +942,7 @@ class QualityService:
             r = tx.conn.exec_driver_sql(f"SELECT gender, birth, death FROM quality_resource WHERE rtype = 'Patient' "
                                         f"AND rid = {m}", (pid,)).first()
             lives[pid] = None if r is None else (r[0], r[1], r[2])
-        return lives[pid]  # type: ignore[no-any-return]
+        return lives[pid]
 
     @staticmethod
     def _institutions(tx: Any) -> dict[str, str | None]:

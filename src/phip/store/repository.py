@@ -300,7 +300,7 @@ class Store:
 @lru_cache(maxsize=1024)
 def _lean_row(names: tuple[str, ...]) -> Any:
     """A row type per column list: a tuple whose columns are attributes too (like SQLAlchemy's Row)."""
-    return namedtuple("LeanRow", names, rename=True)  # type: ignore[misc]
+    return namedtuple("LeanRow", names, rename=True)
 
 
 class LeanResult:
@@ -1140,7 +1140,7 @@ def executemany(conn: Connection, table: sa.Table, columns: tuple[str, ...], row
         # COPY streams the rows in one command: a tenth of the client CPU of a pipelined executemany
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
-        with dbapi.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as cp:
+        with cast(Any, dbapi).cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as cp:
             for row in rows:
                 cp.write_row(row)
         return
