@@ -113,15 +113,7 @@ class Hooks:
     def prepare(self, rtype: str, rid: str, resource: dict[str, Any]) -> dict[str, Any] | None:
         """The PREPARE_WRITE results for a resource (None when no function is registered).  A function
         that raises leaves its name out: the hook then computes (and raises) inside the write."""
-        if not self._prepare:
-            return None
-        out: dict[str, Any] = {}
-        for name, fn in self._prepare:
-            try:
-                out[name] = fn(rtype, rid, resource)
-            except Exception:  # reported by the write itself, at its place
-                continue
-        return out
+        return self.prepare_many([(rtype, rid, resource)])[0]
 
     def prepare_many(self, items: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any] | None]:
         """:meth:`prepare` for several resources (a transaction Bundle's entries): each function runs

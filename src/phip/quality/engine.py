@@ -293,6 +293,12 @@ def facts_row(rtype: str, rid: str, version: int, fx: Facts, seq: int, dimension
             fx.ukey, key("u", fx.uid), seq, *[1 if d in dims else 0 for d in FLAG_DIMENSIONS], *keys)
 
 
+def _outside_life(event: int | None, birth: int | None, death: int | None, slack: int) -> bool:
+    """Whether an event falls before the birth or after the death, beyond the slack."""
+    return event is not None and ((birth is not None and event < birth - slack)
+                                  or (death is not None and event > death + slack))
+
+
 def _late_registration(rtype: str, rid: str) -> Found:
     return Found("timeliness.Patient", "Patient.meta.lastUpdated",
                  f"与迟报的 {rtype}/{rid} 同一次上传：登记未及时上传")
@@ -613,8 +619,7 @@ class QualityService:
             if pat is not None:
                 gender, birth, death = pat
                 ev = fx.event
-                if fx.xrule is not None or (ev is not None and (
-                        (birth is not None and ev < birth - slack) or (death is not None and ev > death + slack))):
+                if fx.xrule is not None or _outside_life(ev, birth, death, slack):
                     lives = [(args[0], args[1], ev, fx.xrule, gender, birth, death)]
         else:
             lives = conn.exec_driver_sql(
@@ -624,8 +629,7 @@ class QualityService:
                 args)
         for rtype, rid, event, xrule, gender, birth, death in lives:
             k = ResKey(rtype, rid)
-            if event is not None and rtype in ck.life_events and (
-                    (birth is not None and event < birth - slack) or (death is not None and event > death + slack)):
+            if rtype in ck.life_events and _outside_life(event, birth, death, slack):
                 what = "早于出生" if birth is not None and event < birth - slack else "晚于死亡"
                 path = f"{rtype}.{'.'.join(ck.life_events[rtype][0])}"
                 out.append((k, Found(f"consistency.{rtype}.event-in-life", path,
@@ -927,9 +931,7 @@ class QualityService:
         if fx.xrule is not None:
             return True
         _gender, birth, death = pat
-        ev, slack = fx.event, self.checker.life_slack
-        return ev is not None and ((birth is not None and ev < birth - slack)
-                                   or (death is not None and ev > death + slack))
+        return _outside_life(fx.event, birth, death, self.checker.life_slack)
 
     def _patient_life(self, tx: Any, pid: str) -> tuple[str | None, int | None, int | None] | None:
         """A Patient's (gender, birth, death) as its quality row has them, None without a row: looked up
