@@ -359,6 +359,8 @@ class _TicketLock:
         self._cond = threading.Condition(threading.Lock())
         self._next = 0
         self._serving = 0
+        #: a transaction the last holder left open for the next one to join (``WriterLock.hand_over``)
+        self.group: Any = None
 
     def acquire(self) -> None:
         with self._cond:
@@ -371,6 +373,10 @@ class _TicketLock:
         with self._cond:
             self._serving += 1
             self._cond.notify_all()
+
+    def waiting(self) -> int:
+        """How many threads are queued behind the holder."""
+        return max(0, self._next - self._serving - 1)
 
 
 _TICKETS: dict[str, _TicketLock] = {}
@@ -394,7 +400,9 @@ class WriterLock:
     that file, so the WAL checkpointer's restart is served after the current writer, not after
     the last one); processes (``phip serve --workers N``, an import beside a server) then on an
     exclusive ``flock`` of a file next to the database.  Reentrant use is the caller's business
-    (``Store.write_tx`` reuses an open transaction).
+    (``Store.write_tx`` reuses an open transaction).  A holder may leave its transaction open for
+    the next thread in the queue (:meth:`hand_over`, group commit: ``Store._grouped_tx``); whoever
+    comes next joins it or commits it (:meth:`enter`).
     """
 
     def __init__(self, db_file: str | None) -> None:
@@ -403,8 +411,28 @@ class WriterLock:
         self._fd: int | None = None
 
     def __enter__(self) -> WriterLock:
+        self.enter()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            self.unlock_file()
+        finally:
+            self._thread.release()
+
+    def enter(self, owner: object = None) -> Any:
+        """Queue for the lock.  The previous holder may have left its transaction open for the next
+        writer to join (:meth:`hand_over`): that group is returned if ``owner`` is its owner (the
+        caller then holds the lock through it); any other open group is committed first (its
+        ``close()``), the file lock is taken, and None is returned."""
         self._thread.acquire()
         try:
+            group = self._thread.group
+            if group is not None:
+                self._thread.group = None
+                if owner is not None and group.owner is owner:
+                    return group
+                group.close()
             if self._path is not None:
                 if self._fd is None:
                     self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -412,14 +440,25 @@ class WriterLock:
         except BaseException:
             self._thread.release()
             raise
-        return self
+        return None
 
-    def __exit__(self, *_exc: object) -> None:
-        try:
-            if self._fd is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            self._thread.release()
+    def waiting(self) -> int:
+        """How many threads of this process are queued for the lock behind its holder."""
+        return self._thread.waiting()
+
+    def hand_over(self, group: object) -> None:
+        """Let the next thread in the queue in, with ``group`` (an open transaction that holds the
+        file lock) for it to join or to close."""
+        self._thread.group = group
+        self._thread.release()
+
+    def release_queue(self) -> None:
+        """Let the next thread in, the file lock already released (by a group's ``close()``)."""
+        self._thread.release()
+
+    def unlock_file(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -12,12 +12,14 @@ database transaction; conditional create/update/delete are written once on top.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
 import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -104,6 +106,8 @@ class Checked:
     #: the PREPARE_WRITE hooks' results (``Hooks.prepare``) for the resource written as ``prepared_id``
     prepared: dict[str, Any] | None = None
     prepared_id: str | None = None
+    #: ``index`` went through the codec already (``Codec.index``: sealed values made blind)
+    index_sealed: bool = False
 
     def outcome(self) -> list[Issue]:
         if self.error is not None:
@@ -263,6 +267,9 @@ class Store:
         if existing is not None:
             yield existing
             return
+        if lean and self._write_lock is not None:
+            yield from self._grouped_tx(self._write_lock)
+            return
         # SQLite has one writer at a time: threads of this process queue on a lock instead of
         # polling the database's busy handler (which sleeps in steps of up to 100 ms)
         lock: AbstractContextManager[Any] = self._write_lock or nullcontext()
@@ -278,6 +285,76 @@ class Store:
                     tx.flush_changes()
             finally:
                 self._local.tx = None
+
+    def _grouped_tx(self, lock: WriterLock) -> Iterator[Tx]:
+        """A lean write on SQLite, committed together with the lean writes queued behind it (group
+        commit).
+
+        A transaction Bundle dirties a few hundred pages, many of them the same from one Bundle to
+        the next (the last leaf of each index keyed by time-ordered ids, the rows of common codes);
+        each commit writes every page it dirtied to the log again.  So when a writer is done and
+        another thread of this process is already queued for the lock, the writer does not commit:
+        it hands its open transaction over (:meth:`WriterLock.hand_over`) and waits.  The next one
+        writes in a savepoint of it (a failure rolls back its own writes only), and so on, until
+        one finds no one queued, or the group has :data:`GROUP_MAX` writers or is
+        :data:`GROUP_MAX_S` old: that one commits for all.  Nobody's write is acknowledged before the
+        commit (each returns only then); a failed commit is every member's error.  A writer of
+        another kind (not lean; the log's checkpointer) commits an open group before it starts.
+        """
+        group: _Group | None = lock.enter(self)
+        if group is None:
+            conn = self.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+            try:
+                trans = conn.begin()
+            except BaseException:
+                conn.close()
+                lock.unlock_file()
+                lock.release_queue()
+                raise
+            group = _Group(self, lock, conn, trans)
+        lean = LeanConnection(group.conn)
+        tx = Tx(cast(Connection, lean), self.dialect)
+        tx.codec = self.codec
+        first = not group.members
+        self._local.tx = tx
+        try:
+            if not first:
+                lean.exec_driver_sql("SAVEPOINT phip_member")
+            yield tx
+            tx.flush_changes()
+            if not first:
+                lean.exec_driver_sql("RELEASE phip_member")
+        except BaseException as e:
+            self._local.tx = None
+            if first:  # nobody else's writes in it yet
+                group.close(e)
+                lock.release_queue()
+                raise
+            try:
+                lean.exec_driver_sql("ROLLBACK TO phip_member")
+                lean.exec_driver_sql("RELEASE phip_member")
+            except BaseException as e2:  # the whole transaction is gone (SQLite rolls it back on some errors)
+                group.close(e2)
+                lock.release_queue()
+                raise e from e2
+            self._pass_on(lock, group)
+            raise
+        self._local.tx = None
+        done = group.join()
+        self._pass_on(lock, group)
+        done.wait()
+        if done.error is not None:
+            raise done.error
+
+    @staticmethod
+    def _pass_on(lock: WriterLock, group: _Group) -> None:
+        """Hand the open group to the next writer, or commit it (and let the next one in)."""
+        if (group.members and lock.waiting() and len(group.members) < GROUP_MAX
+                and time.monotonic() - group.started < GROUP_MAX_S):
+            lock.hand_over(group)
+        else:
+            group.close()
+            lock.release_queue()
 
     @contextmanager
     def read_conn(self, *, single: bool = False) -> Iterator[Connection]:
@@ -400,6 +477,68 @@ class LeanConnection:
             cur.close()
 
 
+#: at most this many writers commit together (``Store._grouped_tx``)
+GROUP_MAX = 8
+#: nor does a group take writers in after this many seconds
+GROUP_MAX_S = 0.05
+
+
+class _Done:
+    """A member's wait for its group's commit."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.error: BaseException | None = None
+
+    def set(self, error: BaseException | None) -> None:
+        self.error = error
+        self._event.set()
+
+    def wait(self) -> None:
+        self._event.wait()
+
+
+class _Group:
+    """One SQLite write transaction that several writers join before it commits; it holds the file
+    lock of the writers' :class:`WriterLock` until :meth:`close`."""
+
+    def __init__(self, owner: Store, lock: WriterLock, conn: Connection, trans: Any) -> None:
+        self.owner = owner
+        self.lock = lock
+        self.conn = conn
+        self.trans = trans
+        self.members: list[_Done] = []
+        self.started = time.monotonic()
+
+    def join(self) -> _Done:
+        done = _Done()
+        self.members.append(done)
+        return done
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Commit (or, with ``error``, roll back) for every member, release the file lock, and wake
+        the members with the outcome."""
+        try:
+            if error is None:
+                try:
+                    if not self.conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+                        raise sa.exc.OperationalError("COMMIT", None, sqlite3.OperationalError(
+                            "the group's transaction was rolled back by the database"))
+                    self.trans.commit()
+                except BaseException as e:
+                    error = e
+            if error is not None:
+                with contextlib.suppress(Exception):  # the error being reported is the first one
+                    self.trans.rollback()
+        finally:
+            try:
+                self.conn.close()
+            finally:
+                self.lock.unlock_file()
+                for done in self.members:
+                    done.set(error)
+
+
 VERSION_COLUMNS = ("rid", "version", "type", "id", "last_updated", "deleted", "method", "content")
 CHANGE_COLUMNS = ("seq", "rid", "type", "id", "version", "deleted", "ts")
 
@@ -416,6 +555,7 @@ class Tx:
         self.pending_versions: list[tuple[Any, ...]] = []  # VERSION_COLUMNS
         self.pending_index: dict[int, tuple[str, dict[str, Any]]] = {}
         self.pending_prepared: dict[int, Any] = {}  # rid → index rows computed before the transaction
+        self.pending_sealed: set[int] = set()  # the rids among them whose rows the codec has made blind
         self.codec: ContentCodec | None = None
         #: capabilities' state for the length of this transaction (by name)
         self.state: dict[str, Any] = {}
@@ -429,9 +569,11 @@ class Tx:
             executemany(self.conn, S.resource_versions, VERSION_COLUMNS, self.pending_versions)
             self.pending_versions = []
         if self.pending_index:
-            insert_index_rows(self.conn, self.pending_index, self.pending_prepared or None, codec=self.codec)
+            insert_index_rows(self.conn, self.pending_index, self.pending_prepared or None, codec=self.codec,
+                              prepared_sealed=self.pending_sealed)
             self.pending_index = {}
             self.pending_prepared = {}
+            self.pending_sealed = set()
 
     def flush_changes(self) -> None:
         if self.before_commit:
@@ -839,6 +981,8 @@ class Repository:
             tx.pending_index[row_id] = (rtype, doc)
             if index is not None:
                 tx.pending_prepared[row_id] = index
+                if ready is not None and ready.index_sealed:
+                    tx.pending_sealed.add(row_id)
         tx.changes.append((row_id, rtype, rid, version, deleted, now))
         with as_system():
             self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(rtype, rid, version, method, doc, prepared))
@@ -1166,11 +1310,12 @@ _INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
 
 def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any]]],
                       prepared: dict[int, Any] | None = None, *, codec: ContentCodec | None = None,
-                      prepared_sealed: bool = False) -> None:
+                      prepared_sealed: bool | AbstractSet[int] = False) -> None:
     """Insert the search index rows of many resources (rid → (type, resource)) in bulk.
 
-    ``prepared``: rid → index rows already computed (by the importer's worker process);
-    ``prepared_sealed``: the codec has already turned their sealed values into blind values.
+    ``prepared``: rid → index rows already computed (by the importer's worker process, or before a
+    transaction Bundle took the write lock); ``prepared_sealed``: the codec has already turned their
+    sealed values into blind values (all of them, or those of the rids in the set).
     """
     out: dict[str, list[tuple[Any, ...]]] = {k: [] for k in S.INDEX_TABLES}
     strings, tokens, dates, refs = out["string"], out["token"], out["date"], out["reference"]
@@ -1184,7 +1329,8 @@ def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any
             ix = index_resource(doc)
             if codec is not None:
                 codec.index(rtype, doc, ix)
-        elif codec is not None and not prepared_sealed:
+        elif codec is not None and not (prepared_sealed is True or (
+                prepared_sealed is not False and row_id in prepared_sealed)):
             codec.index(rtype, doc, ix)
         strings.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.strings)
         tokens.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.tokens)
