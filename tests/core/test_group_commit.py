@@ -63,6 +63,15 @@ def _insert(name: str) -> Callable[[Any], None]:
     return body
 
 
+def _pair(first: Writer, second: Writer) -> None:
+    """Start ``first``; once it is inside its transaction, start ``second``; wait for both."""
+    first.start()
+    first.inside.wait(5)
+    second.start()
+    first.join(10)
+    second.join(10)
+
+
 def _leader(store: Store, name: str) -> Writer:
     """A writer that inserts ``name`` and then waits inside until another thread queues behind it."""
     lock = store._write_lock
@@ -86,11 +95,7 @@ def test_a_queued_writer_joins_and_both_commit_together(store: Store) -> None:
         seen["b_done"] = time.monotonic()
 
     b = Writer(store, body_b)
-    a.start()
-    a.inside.wait(5)
-    b.start()
-    a.join(10)
-    b.join(10)
+    _pair(a, b)
     assert a.error is None and b.error is None
     assert seen["own"] == ["a"] and seen["others"] == []
     assert a.returned_at >= seen["b_done"]  # a's write was acknowledged only once the group committed
@@ -105,11 +110,7 @@ def test_a_failing_member_rolls_back_its_own_writes_only(store: Store) -> None:
         raise ValueError("entry 3 is invalid")
 
     b = Writer(store, body_b)
-    a.start()
-    a.inside.wait(5)
-    b.start()
-    a.join(10)
-    b.join(10)
+    _pair(a, b)
     assert a.error is None
     assert isinstance(b.error, ValueError)
     assert _names(store) == ["a"]
@@ -127,11 +128,7 @@ def test_a_transaction_lost_midway_fails_every_member(store: Store) -> None:
         tx.conn.exec_driver_sql("ROLLBACK")  # as SQLite does itself on some errors (disk full, I/O)
 
     b = Writer(store, body_b)
-    a.start()
-    a.inside.wait(5)
-    b.start()
-    a.join(10)
-    b.join(10)
+    _pair(a, b)
     assert isinstance(a.error, sa.exc.DBAPIError)  # a's write was never acknowledged
     assert b.error is not None
     assert _names(store) == []
@@ -162,11 +159,7 @@ def test_a_failed_commit_is_every_members_error(store: Store, monkeypatch: pytes
     monkeypatch.setattr(R._Group, "close", close)
     a = _leader(store, "a")
     b = Writer(store, _insert("b"))
-    a.start()
-    a.inside.wait(5)
-    b.start()
-    a.join(10)
-    b.join(10)
+    _pair(a, b)
     assert isinstance(a.error, OSError) and isinstance(b.error, OSError)
     assert _names(store) == []
 
@@ -180,11 +173,7 @@ def test_a_writer_of_another_kind_commits_the_open_group_first(store: Store) -> 
         _insert("c")(tx)
 
     c = Writer(store, body_c, lean=False)
-    a.start()
-    a.inside.wait(5)
-    c.start()
-    a.join(10)
-    c.join(10)
+    _pair(a, c)
     assert a.error is None and c.error is None
     assert seen["committed"] == ["a"]
     assert _names(store) == ["a", "c"]
