@@ -205,7 +205,6 @@ def _precheck(repo: Repository, entries: list[dict[str, Any]], mapping: dict[str
             checked.index = index_resource(doc)
             if repo.store.codec is not None:  # its sealed values as the index stores them (blind)
                 repo.store.codec.index(path[0], doc, checked.index)
-                checked.index_sealed = True
         except FhirError as err:
             checked = Checked([], err)
         except Exception:  # e.g. an unknown type: left to the write, which reports it first

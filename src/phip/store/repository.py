@@ -19,7 +19,6 @@ import threading
 import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator
-from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -99,15 +98,14 @@ class Checked:
 
     issues: list[Issue]
     error: FhirError | None = None
-    #: the resource's JSON when it was checked, and its search index rows (``index_resource``; not
-    #: sealed): reused by the write when the BEFORE_WRITE hooks left the resource as it was
+    #: the resource's JSON when it was checked, and its search index rows (``index_resource``, with
+    #: the store's codec applied: sealed values made blind): reused by the write when the
+    #: BEFORE_WRITE hooks left the resource as it was
     raw: bytes | None = None
     index: Any = None
     #: the PREPARE_WRITE hooks' results (``Hooks.prepare``) for the resource written as ``prepared_id``
     prepared: dict[str, Any] | None = None
     prepared_id: str | None = None
-    #: ``index`` went through the codec already (``Codec.index``: sealed values made blind)
-    index_sealed: bool = False
 
     def outcome(self) -> list[Issue]:
         if self.error is not None:
@@ -327,34 +325,22 @@ class Store:
         except BaseException as e:
             self._local.tx = None
             if first:  # nobody else's writes in it yet
-                group.close(e)
-                lock.release_queue()
+                group.end(e)
                 raise
             try:
                 lean.exec_driver_sql("ROLLBACK TO phip_member")
                 lean.exec_driver_sql("RELEASE phip_member")
             except BaseException as e2:  # the whole transaction is gone (SQLite rolls it back on some errors)
-                group.close(e2)
-                lock.release_queue()
+                group.end(e2)
                 raise e from e2
-            self._pass_on(lock, group)
+            group.pass_on()
             raise
         self._local.tx = None
         done = group.join()
-        self._pass_on(lock, group)
+        group.pass_on()
         done.wait()
         if done.error is not None:
             raise done.error
-
-    @staticmethod
-    def _pass_on(lock: WriterLock, group: _Group) -> None:
-        """Hand the open group to the next writer, or commit it (and let the next one in)."""
-        if (group.members and lock.waiting() and len(group.members) < GROUP_MAX
-                and time.monotonic() - group.started < GROUP_MAX_S):
-            lock.hand_over(group)
-        else:
-            group.close()
-            lock.release_queue()
 
     @contextmanager
     def read_conn(self, *, single: bool = False) -> Iterator[Connection]:
@@ -515,6 +501,21 @@ class _Group:
         self.members.append(done)
         return done
 
+    def pass_on(self) -> None:
+        """Hand the open group to the next writer of the process, or commit it (:meth:`end`)."""
+        if (self.members and self.lock.waiting() and len(self.members) < GROUP_MAX
+                and time.monotonic() - self.started < GROUP_MAX_S):
+            self.lock.hand_over(self)
+        else:
+            self.end()
+
+    def end(self, error: BaseException | None = None) -> None:
+        """:meth:`close`, then let the next writer of the process in."""
+        try:
+            self.close(error)
+        finally:
+            self.lock.release_queue()
+
     def close(self, error: BaseException | None = None) -> None:
         """Commit (or, with ``error``, roll back) for every member, release the file lock, and wake
         the members with the outcome."""
@@ -554,8 +555,7 @@ class Tx:
         # written in bulk (executemany) before any read in the transaction and before commit
         self.pending_versions: list[tuple[Any, ...]] = []  # VERSION_COLUMNS
         self.pending_index: dict[int, tuple[str, dict[str, Any]]] = {}
-        self.pending_prepared: dict[int, Any] = {}  # rid → index rows computed before the transaction
-        self.pending_sealed: set[int] = set()  # the rids among them whose rows the codec has made blind
+        self.pending_prepared: dict[int, Any] = {}  # rid → index rows computed before the transaction (sealed)
         self.codec: ContentCodec | None = None
         #: capabilities' state for the length of this transaction (by name)
         self.state: dict[str, Any] = {}
@@ -570,10 +570,9 @@ class Tx:
             self.pending_versions = []
         if self.pending_index:
             insert_index_rows(self.conn, self.pending_index, self.pending_prepared or None, codec=self.codec,
-                              prepared_sealed=self.pending_sealed)
+                              prepared_sealed=True)
             self.pending_index = {}
             self.pending_prepared = {}
-            self.pending_sealed = set()
 
     def flush_changes(self) -> None:
         if self.before_commit:
@@ -981,8 +980,6 @@ class Repository:
             tx.pending_index[row_id] = (rtype, doc)
             if index is not None:
                 tx.pending_prepared[row_id] = index
-                if ready is not None and ready.index_sealed:
-                    tx.pending_sealed.add(row_id)
         tx.changes.append((row_id, rtype, rid, version, deleted, now))
         with as_system():
             self.store.hooks.fire(Point.AFTER_WRITE, tx, WriteEvent(rtype, rid, version, method, doc, prepared))
@@ -1310,12 +1307,12 @@ _INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
 
 def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any]]],
                       prepared: dict[int, Any] | None = None, *, codec: ContentCodec | None = None,
-                      prepared_sealed: bool | AbstractSet[int] = False) -> None:
+                      prepared_sealed: bool = False) -> None:
     """Insert the search index rows of many resources (rid → (type, resource)) in bulk.
 
     ``prepared``: rid → index rows already computed (by the importer's worker process, or before a
     transaction Bundle took the write lock); ``prepared_sealed``: the codec has already turned their
-    sealed values into blind values (all of them, or those of the rids in the set).
+    sealed values into blind values.
     """
     out: dict[str, list[tuple[Any, ...]]] = {k: [] for k in S.INDEX_TABLES}
     strings, tokens, dates, refs = out["string"], out["token"], out["date"], out["reference"]
@@ -1329,8 +1326,7 @@ def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any
             ix = index_resource(doc)
             if codec is not None:
                 codec.index(rtype, doc, ix)
-        elif codec is not None and not (prepared_sealed is True or (
-                prepared_sealed is not False and row_id in prepared_sealed)):
+        elif codec is not None and not prepared_sealed:
             codec.index(rtype, doc, ix)
         strings.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.strings)
         tokens.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.tokens)
