@@ -141,7 +141,7 @@ def test_prepared_entries_follow_a_conditional_create_match(api: Any) -> None:
 def test_index_rows_as_a_fresh_extraction(api: Any, node: Any) -> None:
     """The index rows computed before the write lock are the ones the write would have computed, and
     a hook that changes a resource makes the write index the changed resource."""
-    from phip.fhir.search.extract import index_resource
+    from phip.fhir.search.extract import index_resource, storable
     from phip.store import schema as S
     from phip.store.repository import _INDEX_COLUMNS
 
@@ -160,7 +160,7 @@ def test_index_rows_as_a_fresh_extraction(api: Any, node: Any) -> None:
             rec = conn.execute(sa.select(S.resources.c.rid, S.resources.c.content).where(
                 S.resources.c.type == rtype, S.resources.c.id == rid)).one()
             doc = api.get(f"/fhir/{rtype}/{rid}").json()
-            ix = index_resource(doc)
+            ix = storable(rtype, index_resource(doc))
             for kind, attr in kinds.items():
                 table = S.INDEX_TABLES[kind]
                 cols = _INDEX_COLUMNS[kind][1:]

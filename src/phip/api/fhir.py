@@ -334,10 +334,10 @@ def compartment_search(request: Request, ctype: str, cid: str, rtype: str) -> Re
     params = comps[ctype].get(rtype)
     if not params:
         raise bad_request(f"{rtype} is not in the {ctype} compartment")
-    keys = [S.param_key(rtype, p) for p in params if p != "{def}"]
+    keys = [k for p in params if p != "{def}" for k in S.param_rows(rtype, p)]
     repo_of(request).read(ctype, cid)
     x = S.idx_ref
-    members = sa.select(x.c.rid).where(x.c.param.in_(keys), x.c.target_type == ctype, x.c.target_id == cid,
+    members = sa.select(x.c.rid).where(S.rows_of(x, keys, x.c.target_type == ctype, x.c.target_id == cid),
                                        local_refs(x, base_url(request)))
     return run_search(request, rtype, query_params(request), f"/fhir/{ctype}/{cid}/{rtype}",
                       [lambda r: r.c.rid.in_(members)])

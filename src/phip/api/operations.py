@@ -117,10 +117,11 @@ def everything(request: Request, pid: str) -> Response:
         raise bad_request("_count must be a whole number", expression="_count") from None
     count = max(1, min(count, request.app.state.node.config.max_count))
     comp = patient_compartment_types()
-    keys = [S.param_key(t, p) for t, ps in comp.items() if types is None or t in types for p in ps if p != "{def}"]
+    keys = [k for t, ps in comp.items() if types is None or t in types for p in ps if p != "{def}"
+            for k in S.param_rows(t, p)]
     r, x = S.resources, S.idx_ref
     member = r.c.rid.in_(
-        sa.select(x.c.rid).where(x.c.param.in_(keys), x.c.target_type == "Patient", x.c.target_id == pid,
+        sa.select(x.c.rid).where(S.rows_of(x, keys, x.c.target_type == "Patient", x.c.target_id == pid),
                                  local_refs(x, _base(request)))
     )
     include_patient = types is None or "Patient" in types

@@ -48,9 +48,8 @@ def iter_type(store: Store, rtype: str, since_us: int | None, patients: list[str
             conds.append(
                 r.c.rid.in_(
                     sa.select(x.c.rid).where(
-                        x.c.param.in_([S.param_key(rtype, p) for p in params]),
-                        x.c.target_type == "Patient",
-                        x.c.target_id.in_(patients),
+                        S.rows_of(x, [k for p in params for k in S.param_rows(rtype, p)],
+                                  x.c.target_type == "Patient", x.c.target_id.in_(patients)),
                     )
                 )
             )

@@ -1260,6 +1260,21 @@ def _applies(head: tuple[Any, ...], resource_type: str) -> bool:
     return True
 
 
+def parts_for_type(expr: str, resource_type: str) -> tuple[tuple[Any, ...], ...]:
+    """The top-level ``|``-parts of ``expr`` that apply to ``resource_type``, as syntax trees with
+    their type head replaced by ``$this`` (the parts :func:`compile_for_type` compiles)."""
+    return tuple(_strip_head(p) for p in _union_parts(parse(expr)) if _applies(_head(p), resource_type))
+
+
+def resolve_filter(ast: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] | None:
+    """``(X, T)`` when ``ast`` is ``X.where(resolve() is T)``, else ``None``."""
+    if ast[0] == "invoke" and ast[2][0] == "func" and ast[2][1] == "where" and len(ast[2][2]) == 1:
+        c = ast[2][2][0]
+        if c[0] == "typeop" and c[1] == "is" and c[2] == ("func", "resolve", ()):
+            return ast[1], _norm_type_name(c[3])
+    return None
+
+
 def compile_for_type(expr: str, resource_type: str, bare_keys: frozenset[str] | None = None) -> Compiled | None:
     """Compile only the ``|``-parts of ``expr`` that apply to ``resource_type``.
 

@@ -339,7 +339,7 @@ class Scope:
             directory.discard("MeasureReport")
             x = S.idx_ref.alias("mr_subj")
             ors.append(sa.and_(r.c.type == "MeasureReport", r.c.rid.not_in(
-                sa.select(x.c.rid).where(x.c.param == pk("MeasureReport", "patient")))))
+                sa.select(x.c.rid).where(S.rows_of(x, S.param_rows("MeasureReport", "patient"))))))
         if directory:
             ors.append(r.c.type.in_(sorted(directory)) if len(directory) > 1 else r.c.type == next(iter(directory)))
         if personal:
@@ -380,12 +380,11 @@ class Scope:
             others = [t for t in ts if t != "Patient" and comp.get(t)]
             if others:
                 x = S.idx_ref.alias("acc_x")
-                keys = sorted({pk(t, p) for t in others for p in comp[t]})
-                xc = [x.c.param.in_(keys) if len(keys) > 1 else x.c.param == keys[0], x.c.target_type == "Patient"]
-                xc += [x.c.target_id.in_(s) for s in sets]
+                keys = [k for t in others for p in comp[t] for k in S.param_rows(t, p)]
+                xc = [x.c.target_type == "Patient", *[x.c.target_id.in_(s) for s in sets]]
                 if blocked is not None:
                     xc.append(x.c.target_id.not_in(blocked))
-                oc = [r.c.rid.in_(sa.select(x.c.rid).where(*xc))]
+                oc = [r.c.rid.in_(sa.select(x.c.rid).where(S.rows_of(x, keys, *xc)))]
                 if len(ts) > 1:
                     oc.insert(0, r.c.type.in_(others))
                 labelled = self._consent_hidden_labels(others) if consent else None
@@ -422,9 +421,9 @@ class Scope:
         c2 = c.alias("lab_permit")
         comp = compartment()
         sec_keys = sorted({pk(ty, "_security") for ty in types})
-        comp_keys = sorted({pk(ty, p) for ty in types for p in comp.get(ty, ())})
+        comp_keys = [k for ty in types for p in comp.get(ty, ()) for k in S.param_rows(ty, p)]
         permitted = sa.select(c2.c.patient_id).where(c2.c.rule == "permit-org", c2.c.org == (self.org or ""))
-        conds = [t.c.param.in_(sec_keys), c.c.rule == "deny-label", x.c.param.in_(comp_keys),
+        conds = [t.c.param.in_(sec_keys), c.c.rule == "deny-label", S.rows_of(x, comp_keys),
                  x.c.target_type == "Patient", c.c.patient_id.not_in(permitted)]
         if self.org:
             conds.append(c.c.patient_id.not_in(relations.managed_by(self.org)))
@@ -477,12 +476,12 @@ class Scope:
         if row.type == "Patient":
             mine = {row.id}
         else:
-            keys = [pk(row.type, p) for p in compartment().get(row.type, ())]
+            keys = [k for p in compartment().get(row.type, ()) for k in S.param_rows(row.type, p)]
             if not keys:
                 return False
             x = S.idx_ref
             mine = {t for (t,) in conn.execute(sa.select(x.c.target_id).where(
-                x.c.rid == row.rid, x.c.param.in_(keys), x.c.target_type == "Patient"))}
+                S.rows_of(x, keys, x.c.rid == row.rid, x.c.target_type == "Patient")))}
         if not (mine & sets.allowed) - sets.blocked:
             return False
         if sets.deny_labels and row.type != "Patient" and mine & set(sets.deny_labels):

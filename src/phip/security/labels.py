@@ -132,10 +132,10 @@ class LabelRules:
         r = S.resources
         out: set[tuple[str, str]] = set()
         for rule in self.rules:
-            keys = [S.param_key(rt, p) for rt, ps in rule.params.items() for p in ps]
+            keys = [k for rt, ps in rule.params.items() for p in ps for k in S.param_rows(rt, p)]
             ranges = [sa.and_(t.c.code >= lo, t.c.code <= hi + TOP) for lo, hi in rule.ranges]
             q = (sa.select(r.c.type, r.c.id).select_from(t.join(r, r.c.rid == t.c.rid))
-                 .where(t.c.param.in_(keys), t.c.system.in_(sorted(rule.systems)), sa.or_(*ranges),
+                 .where(S.rows_of(t, keys, t.c.system.in_(sorted(rule.systems)), sa.or_(*ranges)),
                         r.c.deleted == sa.false()).distinct())
             out.update((a, b) for a, b in conn.execute(q))
         return sorted(out)

@@ -49,13 +49,13 @@ def _refs_to(rtype: str, param: str, target_type: str, target_ids: Any, alias: s
     """rids of ``rtype`` resources whose ``param`` points at ``target_type`` ids (a value or a select)."""
     y = S.idx_ref.alias(alias)
     cond = y.c.target_id == target_ids if isinstance(target_ids, str) else y.c.target_id.in_(target_ids)
-    return sa.select(y.c.rid).where(y.c.param == pk(rtype, param), y.c.target_type == target_type, cond)
+    return sa.select(y.c.rid).where(S.rows_of(y, S.param_rows(rtype, param), y.c.target_type == target_type, cond))
 
 
 def _patients_of(rtype: str, rids: list[Any], alias: str, param: str = "patient") -> Any:
     x = S.idx_ref.alias(alias)
-    conds = [x.c.param == pk(rtype, param), x.c.target_type == "Patient"] + [x.c.rid.in_(q) for q in rids]
-    return sa.select(x.c.target_id.label("pid")).where(*conds)
+    return sa.select(x.c.target_id.label("pid")).where(
+        S.rows_of(x, S.param_rows(rtype, param), x.c.target_type == "Patient", *[x.c.rid.in_(q) for q in rids]))
 
 
 def managed_by(org: str) -> Any:
@@ -117,8 +117,8 @@ def own(person: str) -> Any:
     person_rid = sa.select(p.c.rid).where(p.c.type == "Person", p.c.id == person, p.c.deleted == sa.false())
     mine = _patients_of("Person", [person_rid], "own_x")
     xr = S.idx_ref.alias("own_rp")
-    rp_ids = sa.select(xr.c.target_id).where(xr.c.param == pk("Person", "relatedperson"),
-                                              xr.c.target_type == "RelatedPerson", xr.c.rid.in_(person_rid))
+    rp_ids = sa.select(xr.c.target_id).where(S.rows_of(xr, S.param_rows("Person", "relatedperson"),
+                                                       xr.c.target_type == "RelatedPerson", xr.c.rid.in_(person_rid)))
     rp = R.alias("own_rpr")
     rp_rids = sa.select(rp.c.rid).where(rp.c.type == "RelatedPerson", rp.c.id.in_(rp_ids))
     t = S.idx_token.alias("own_rel")
@@ -132,8 +132,8 @@ def coverage(org: str) -> Any:
     x = S.idx_ref.alias("cov_b")
     paid = _refs_to("Coverage", "payor", "Organization", org, "cov_payor")
     beneficiaries = sa.select(x.c.target_id.label("pid")).where(
-        x.c.param.in_([pk("Coverage", "beneficiary"), pk("Coverage", "patient")]), x.c.target_type == "Patient",
-        x.c.rid.in_(paid))
+        S.rows_of(x, [*S.param_rows("Coverage", "beneficiary"), *S.param_rows("Coverage", "patient")],
+                  x.c.target_type == "Patient", x.c.rid.in_(paid)))
     claims = _patients_of("Claim", [_refs_to("Claim", "insurer", "Organization", org, "clm_ins")], "clm_p")
     return linked(sa.union(beneficiaries, claims))
 
@@ -145,19 +145,19 @@ def linked(base: Any) -> Any:
     ids = sa.select(b.c[0])
     x1 = S.idx_ref.alias("lk1")
     x2 = S.idx_ref.alias("lk2")
-    persons = sa.select(x1.c.rid).where(x1.c.param == pk("Person", "patient"), x1.c.target_type == "Patient",
-                                        x1.c.target_id.in_(ids))
-    via_person = sa.select(x2.c.target_id).where(x2.c.param == pk("Person", "patient"), x2.c.target_type == "Patient",
-                                                 x2.c.rid.in_(persons))
+    persons = sa.select(x1.c.rid).where(S.rows_of(x1, S.param_rows("Person", "patient"), x1.c.target_type == "Patient",
+                                                  x1.c.target_id.in_(ids)))
+    via_person = sa.select(x2.c.target_id).where(S.rows_of(x2, S.param_rows("Person", "patient"),
+                                                           x2.c.target_type == "Patient", x2.c.rid.in_(persons)))
     x3 = S.idx_ref.alias("lk3")
     pr = R.alias("lkp")
     base_rids = sa.select(pr.c.rid).where(pr.c.type == "Patient", pr.c.id.in_(ids))
-    forward = sa.select(x3.c.target_id).where(x3.c.param == pk("Patient", "link"), x3.c.target_type == "Patient",
-                                              x3.c.rid.in_(base_rids))
+    forward = sa.select(x3.c.target_id).where(S.rows_of(x3, S.param_rows("Patient", "link"),
+                                                        x3.c.target_type == "Patient", x3.c.rid.in_(base_rids)))
     x4 = S.idx_ref.alias("lk4")
     pr2 = R.alias("lkp2")
     backward = sa.select(pr2.c.id).where(pr2.c.type == "Patient", pr2.c.rid.in_(
-        sa.select(x4.c.rid).where(x4.c.param == pk("Patient", "link"), x4.c.target_id.in_(ids))))
+        sa.select(x4.c.rid).where(S.rows_of(x4, S.param_rows("Patient", "link"), x4.c.target_id.in_(ids)))))
     return sa.union(ids, via_person, forward, backward)
 
 

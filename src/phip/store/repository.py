@@ -35,7 +35,7 @@ from phip.core.ids import uuid7
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import date_range, now_us, to_instant
 from phip.fhir.errors import FhirError, Issue, bad_request, conflict, gone, not_found
-from phip.fhir.search.extract import index_resource
+from phip.fhir.search.extract import index_resource, storable
 from phip.fhir.search.query import Parser, SearchRequest
 from phip.fhir.validation import validate
 from phip.store import schema as S
@@ -853,7 +853,7 @@ class Repository:
                 return []
             conds = [x.c.rid.in_([r.rid for r in src]), local_refs(x, base)]
             if inc.param is not None:
-                conds.append(x.c.param == S.param_key(inc.source_type, inc.code))
+                conds.append(S.rows_of(x, S.param_rows(inc.source_type, inc.code)))
             if inc.target_type:
                 conds.append(x.c.target_type == inc.target_type)
             conds += self.access_where(t, [inc.target_type] if inc.target_type else None, "s", quiet=True)
@@ -871,7 +871,7 @@ class Repository:
                 sa.select(*[c for c in t.c if c.name != "content"], t.c.content)
                 .select_from(x.join(t, t.c.rid == x.c.rid))
                 .where(
-                    x.c.param == S.param_key(inc.source_type, inc.code),
+                    S.rows_of(x, S.param_rows(inc.source_type, inc.code)),
                     S.pairs_in(x.c.target_type, x.c.target_id, keys),
                     local_refs(x, base),
                     t.c.deleted == sa.false(),
@@ -1328,6 +1328,7 @@ def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any
                 codec.index(rtype, doc, ix)
         elif codec is not None and not prepared_sealed:
             codec.index(rtype, doc, ix)
+        ix = storable(rtype, ix)
         strings.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.strings)
         tokens.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.tokens)
         dates.extend((row_id, pk(rtype, p), *rest) for p, *rest in ix.dates)

@@ -204,6 +204,57 @@ def param_key(resource_type: str, code: str) -> int:
     """
     return zlib.crc32(f"{resource_type}.{code}".encode()) & 0x7FFFFFFF
 
+
+ParamRows = tuple[tuple[int, str | None], ...]
+
+
+@cache
+def param_rows(resource_type: str, code: str) -> ParamRows:
+    """Where the index rows of a parameter of a type are: ``(param key, target type)`` pairs; a
+    target type means only the rows under that key which point to a resource of that type.
+
+    ``code`` may carry a modifier row's suffix (``code:identifier``, ``code:of-type``) or a
+    composite component's (``code$0``).  Most parameters are their own key.  An alias's rows are
+    (also) its bases' (see :class:`phip.fhir.search.extract.Alias`): a union is its bases' keys, a
+    restriction is its own key plus its base's key narrowed to its target type.
+    """
+    from phip.fhir.search.extract import aliases
+
+    cut = min((i for i in (code.find(":"), code.find("$")) if i >= 0), default=len(code))
+    name, suffix = code[:cut], code[cut:]
+    al = aliases(resource_type).get(name)
+    if al is None:
+        return ((param_key(resource_type, code), None),)
+    if al.target is None:
+        return tuple((param_key(resource_type, b + suffix), None) for b in al.bases)
+    if suffix:
+        return ((param_key(resource_type, code), None),)
+    return ((param_key(resource_type, code), None), (param_key(resource_type, al.bases[0]), al.target))
+
+
+def rows_of(t: Any, pairs: Any, *conds: Any) -> ColumnElement[bool]:
+    """The rows of index table ``t`` (or an alias of it) under the ``(key, target type)`` pairs of
+    :func:`param_rows` (several parameters' pairs may be joined) that also meet ``conds``.
+
+    One ``param IN (…) AND conds`` for the plain keys and one more, with ``target_type = T``, per
+    target type: each branch is an index search on (param, …), so the OR does not scan.
+    """
+    by: dict[str | None, list[int]] = {}
+    for k, target in pairs:
+        if k not in by.setdefault(target, []):
+            by[target].append(k)
+    terms: list[ColumnElement[bool]] = []
+    for target, keys in sorted(by.items(), key=lambda kv: (kv[0] is not None, kv[0] or "")):
+        keys.sort()
+        cond = t.c.param == keys[0] if len(keys) == 1 else t.c.param.in_(keys)
+        if target is not None:
+            cond = and_(cond, t.c.target_type == target)
+        terms.append(and_(cond, *conds) if conds else cond)
+    if not terms:
+        return false()
+    return terms[0] if len(terms) == 1 else or_(*terms)
+
+
 def pairs_in(first: Any, second: Any, keys: Any) -> ColumnElement[bool]:
     """``(first, second) IN keys`` written so that an index on (first, second) serves it.
 

@@ -47,7 +47,7 @@ from sqlalchemy.sql import ColumnElement, Select
 from phip.fhir import definitions as defs
 from phip.fhir.datetimes import MAX, MIN, date_range, now_us
 from phip.fhir.errors import FhirError, bad_request
-from phip.fhir.search.extract import composite_component_types
+from phip.fhir.search.extract import aliases, composite_component_types
 from phip.fhir.search.query import Criterion, SearchRequest, parse_prefix, split_escaped, unescape
 from phip.fhir.search.text import normalize
 from phip.store import schema as S
@@ -58,8 +58,9 @@ FINITE = 1e299  # sort key of an infinite (open) Range end
 _TZ_SPACE = re.compile(r"^(\d{4}-\d{2}-\d{2}T[0-9:.]+) (\d{2}:\d{2})$")
 
 
-def _param(rt: str, code: str) -> int:
-    return S.param_key(rt, code)
+def _rows(types: Sequence[str], code: str) -> list[tuple[int, str | None]]:
+    """The ``(param key, target type)`` pairs that hold ``code``'s rows for these types."""
+    return [p for rt in types for p in S.param_rows(rt, code)]
 
 
 def _like_escape(v: str) -> str:
@@ -180,15 +181,15 @@ class _Build:
             return sa.or_(*[self._composite(rtypes, c, v, r) for v in c.values])
         if c.kind == "token" and c.modifier == "of-type":
             t = S.idx_token
-            keys = [_param(rt, c.code + ":of-type") for rt in rtypes]
+            keys = _rows(rtypes, c.code + ":of-type")
             ors = [self._of_type_cond(t, v, c.code) for v in c.values]
         elif c.kind == "reference" and c.modifier == "identifier":
             t = S.idx_token
-            keys = [_param(rt, c.code + ":identifier") for rt in rtypes]
+            keys = _rows(rtypes, c.code + ":identifier")
             ors = [self._token_cond(t, v, None) for v in c.values]
         else:
             t = S.INDEX_TABLES[c.kind]
-            keys = [_param(rt, c.code) for rt in rtypes]
+            keys = _rows(rtypes, c.code)
             extra: list[ColumnElement[bool]] = []
             ors = []
             for v in c.values:
@@ -199,9 +200,9 @@ class _Build:
                     ors.append(self._value_cond(c, t, v))
             if extra:
                 if ors:
-                    extra.append(r.c.rid.in_(sa.select(t.c.rid).where(_key(t, keys), sa.or_(*ors))))
+                    extra.append(r.c.rid.in_(sa.select(t.c.rid).where(S.rows_of(t, keys, sa.or_(*ors)))))
                 return sa.or_(*extra)
-        sub = sa.select(t.c.rid).where(_key(t, keys), sa.or_(*ors))
+        sub = sa.select(t.c.rid).where(S.rows_of(t, keys, sa.or_(*ors)))
         if c.kind == "token" and c.modifier in ("not", "not-in"):
             return r.c.rid.not_in(sub)
         if self.correlate:
@@ -387,8 +388,8 @@ class _Build:
             return None
         u, t = S.idx_uri, S.idx_token
         url, version = unescape(parts[0]), unescape(parts[1])
-        by_url = sa.select(u.c.rid).where(_key(u, [_param(rt, c.code) for rt in vtypes]), u.c.value == url)
-        by_version = sa.select(t.c.rid).where(_key(t, [_param(rt, "version") for rt in vtypes]), t.c.code == version)
+        by_url = sa.select(u.c.rid).where(S.rows_of(u, _rows(vtypes, c.code), u.c.value == url))
+        by_version = sa.select(t.c.rid).where(S.rows_of(t, _rows(vtypes, "version"), t.c.code == version))
         return sa.and_(r.c.rid.in_(by_url), r.c.rid.in_(by_version))
 
     # -- references -----------------------------------------------------------------------------
@@ -434,8 +435,7 @@ class _Build:
             sa.select(x.c.rid)
             .select_from(x.join(t, sa.and_(t.c.type == x.c.target_type, t.c.id == x.c.target_id)))
             .where(
-                _key(x, [_param(rt, c.code) for rt in types]),
-                x.c.target_type == c.chain_type,
+                S.rows_of(x, _rows(types, c.code), x.c.target_type == c.chain_type),
                 self._local(x),
                 t.c.deleted == sa.false(),
                 inner,
@@ -451,7 +451,7 @@ class _Build:
         t = S.resources.alias("ht")
         inner = self.criterion([c.has_type], c.chain, h)
         conds: list[ColumnElement[bool]] = [
-            x.c.param == _param(c.has_type, c.has_param.code),
+            S.rows_of(x, S.param_rows(c.has_type, c.has_param.code)),
             self._local(x),
             h.c.type == c.has_type,
             h.c.deleted == sa.false(),
@@ -478,33 +478,42 @@ class _Build:
                 f"Composite parameter {c.code!r} takes {len(comps)} values joined by '$', not {unescape(v)!r}",
                 expression=c.code,
             )
-        tables: list[Any] = []
-        conds: list[ColumnElement[bool]] = []
-        for j, ctype in enumerate(comps):
-            if ctype not in S.INDEX_TABLES:
-                raise bad_request(f"Composite parameter {c.code!r} has an unsupported component")
-            t = S.INDEX_TABLES[ctype].alias(f"c{j}")
-            tables.append(t)
-            sub = Criterion(f"{c.code}${j}", ctype, [parts[j]], None, c.param)
-            conds.append(_key(t, [_param(rt, f"{c.code}${j}") for rt in types]))
-            conds.append(self._value_cond(sub, t, parts[j]))
-        first = tables[0]
-        for t in tables[1:]:
-            conds.append(t.c.rid == first.c.rid)
-            conds.append(t.c.grp == first.c.grp)
-        return r.c.rid.in_(sa.select(first.c.rid).select_from(*tables).where(*conds))
+        if any(ctype not in S.INDEX_TABLES for ctype in comps):
+            raise bad_request(f"Composite parameter {c.code!r} has an unsupported component")
+        # the rows of one value share a grp within one parameter's rows: an alias whose rows are
+        # other composites' (combo-code-value-quantity) is matched in each of them apart
+        families: dict[str, list[str]] = {}  # a parameter whose rows are searched -> in these types
+        for rt in types:
+            for fam in _union_bases(rt, c.code) or (c.code,):
+                families.setdefault(fam, []).append(rt)
+        found: list[ColumnElement[bool]] = []
+        for fam, fam_types in sorted(families.items()):
+            tables: list[Any] = []
+            conds: list[ColumnElement[bool]] = []
+            for j, ctype in enumerate(comps):
+                t = S.INDEX_TABLES[ctype].alias(f"c{j}")
+                tables.append(t)
+                sub = Criterion(f"{c.code}${j}", ctype, [parts[j]], None, c.param)
+                conds.append(S.rows_of(t, [(S.param_key(rt, f"{fam}${j}"), None) for rt in fam_types]))
+                conds.append(self._value_cond(sub, t, parts[j]))
+            first = tables[0]
+            for t in tables[1:]:
+                conds.append(t.c.rid == first.c.rid)
+                conds.append(t.c.grp == first.c.grp)
+            found.append(r.c.rid.in_(sa.select(first.c.rid).select_from(*tables).where(*conds)))
+        return found[0] if len(found) == 1 else sa.or_(*found)
 
     def _missing(self, types: Sequence[str], c: Criterion, r: Any, missing: bool) -> ColumnElement[bool]:
         if c.kind == "composite":  # composite values are indexed under their components, code$0…
             table = S.INDEX_TABLES[_component_types(types, c)[0]]
-            keys = [_param(rt, c.code + "$0") for rt in types]
+            keys = _rows(types, c.code + "$0")
         else:
             table = S.INDEX_TABLES[c.kind]
-            keys = [_param(rt, c.code) for rt in types]
-        present = r.c.rid.in_(sa.select(table.c.rid).where(_key(table, keys)))
+            keys = _rows(types, c.code)
+        present = r.c.rid.in_(sa.select(table.c.rid).where(S.rows_of(table, keys)))
         if c.kind == "reference":  # a Reference with only an identifier is there too
             t = S.idx_token
-            by_ident = sa.select(t.c.rid).where(_key(t, [_param(rt, c.code + ":identifier") for rt in types]))
+            by_ident = sa.select(t.c.rid).where(S.rows_of(t, _rows(types, c.code + ":identifier")))
             present = sa.or_(present, r.c.rid.in_(by_ident))
         return sa.not_(present) if missing else present
 
@@ -579,7 +588,7 @@ class _Build:
             # an open Range end is ±infinity in the index: keep the key finite (a cursor is JSON)
             # and inside the missing-value sentinels
             agg = sa.case((agg > FINITE, FINITE), (agg < -FINITE, -FINITE), else_=agg)
-        sub = sa.select(agg).where(t.c.rid == r.c.rid, _key(t, [_param(rt, code) for rt in types]))
+        sub = sa.select(agg).where(t.c.rid == r.c.rid, S.rows_of(t, _rows(types, code)))
         sentinel: Any
         if kind == "text":
             sentinel = "" if desc else TOP
@@ -653,11 +662,10 @@ def _number_bounds(text: str, original: str) -> tuple[float, float, float]:
     return x, lo, hi
 
 
-def _key(t: Any, keys: list[int]) -> ColumnElement[bool]:
-    uniq = sorted(set(keys))
-    if not uniq:
-        return sa.false()
-    return t.c.param == uniq[0] if len(uniq) == 1 else t.c.param.in_(uniq)
+def _union_bases(rt: str, code: str) -> tuple[str, ...]:
+    """The parameters whose rows hold a union alias's (see :class:`phip.fhir.search.extract.Alias`)."""
+    al = aliases(rt).get(code)
+    return al.bases if al is not None and al.target is None else ()
 
 
 def _component_types(types: Sequence[str], c: Criterion) -> list[str]:

@@ -73,8 +73,10 @@ from phip.fhir.search.text import normalize
 __all__ = [
     "MAX",
     "MIN",
+    "Alias",
     "ParamPlan",
     "ResourceIndex",
+    "aliases",
     "composite_component_types",
     "date_range",
     "index_resource",
@@ -82,6 +84,7 @@ __all__ = [
     "params_for",
     "parse_reference",
     "probe_values",
+    "storable",
 ]
 
 MIN = -(2**62)  #: open start of a Period (µs)
@@ -733,11 +736,36 @@ class ParamPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class Alias:
+    """A search parameter whose index rows other parameters of the same type already hold.
+
+    - a **union** (``target`` None): its expression is the union of its ``bases``' expressions, so
+      its rows are theirs (Observation ``combo-code`` = ``code`` | ``component-code``; a composite
+      such as ``combo-code-value-quantity`` is, node for node, ``code-value-quantity`` and
+      ``component-code-value-quantity``).  None of its rows are stored.
+    - a **restriction**: its expression is ``B.where(resolve() is T)`` for its one base ``B``
+      (Observation ``patient`` = ``subject`` pointing to a Patient), so its rows are ``B``'s rows
+      whose target type is ``T``.  Only the rows that ``B``'s do not imply are stored (a Reference
+      whose ``type`` says Patient but whose reference string does not), and its ``:identifier`` rows.
+
+    Derived from the SearchParameter expressions, not listed: see :func:`_aliases`.
+    """
+
+    bases: tuple[str, ...]
+    target: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _TypePlan:
     ctx: Any  # the resource type's element context
     params: tuple[ParamPlan, ...]
     by_key: dict[str, tuple[int, ...]]  # top-level JSON key -> params that start from it
     always: tuple[int, ...]  # params evaluated whatever keys the resource has
+    aliases: dict[str, Alias] = field(default_factory=dict)
+    #: the row names (``code``, ``code:modifier``, ``code$j``) of the union aliases: never stored
+    unstored: frozenset[str] = frozenset()
+    #: restriction alias -> (its base, the target type)
+    narrowed: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _natural_type(ntypes: frozenset[str]) -> str | None:
@@ -803,9 +831,88 @@ def _plan(rt: str) -> _TypePlan:
         else:
             for k in pp.expr.first_keys:
                 by_key.setdefault(k, []).append(i)
-    plan = _TypePlan(fhirpath.type_ctx(rt), tuple(params), {k: tuple(v) for k, v in by_key.items()}, tuple(always))
+    aliases = _aliases(rt, params)
+    unstored = frozenset(
+        name
+        for code, al in aliases.items() if al.target is None
+        for pp in params if pp.code == code
+        for name in (code, f"{code}:of-type", f"{code}:identifier", *(n for n, _c, _t in pp.components))
+    )
+    narrowed = {code: (al.bases[0], al.target) for code, al in aliases.items() if al.target is not None}
+    plan = _TypePlan(fhirpath.type_ctx(rt), tuple(params), {k: tuple(v) for k, v in by_key.items()}, tuple(always),
+                     aliases, unstored, narrowed)
     _PLANS[rt] = plan
     return plan
+
+
+def _aliases(rt: str, params: list[ParamPlan]) -> dict[str, Alias]:
+    """The parameters of ``rt`` whose rows others hold (see :class:`Alias`), from their expressions.
+
+    A union: a parameter of two or more ``|``-parts, each part the whole or a part of another
+    parameter of the same type (and, for a composite, the same components) whose parts it all has.
+    A restriction: a reference parameter whose one part is ``X.where(resolve() is T)`` while another
+    reference parameter's one part is ``X``.
+    """
+    defs = search_params_for(rt)
+    shape: dict[str, tuple[str, frozenset[str], tuple[tuple[str, str], ...]]] = {}
+    for pp in params:
+        d = defs[pp.code]
+        assert d.expression is not None
+        parts = frozenset(repr(a) for a in fhirpath.parts_for_type(d.expression, rt))
+        comps = tuple((repr(fhirpath.parse(e)), t) for (_u, e), (_n, _c, t) in zip(d.component, pp.components,
+                                                                                     strict=True))
+        shape[pp.code] = (pp.type, parts, comps)
+    out: dict[str, Alias] = {}
+    for code, (ptype, parts, comps) in shape.items():
+        if len(parts) >= 2:
+            bases = sorted(b for b, (bt, bparts, bcomps) in shape.items()
+                           if b != code and bt == ptype and bcomps == comps and bparts < parts)
+            if bases and frozenset().union(*(shape[b][1] for b in bases)) == parts:
+                out[code] = Alias(tuple(bases))
+        elif ptype == "reference" and len(parts) == 1:
+            d = defs[code]
+            assert d.expression is not None
+            f = fhirpath.resolve_filter(fhirpath.parts_for_type(d.expression, rt)[0])
+            if f is not None:
+                inner = frozenset({repr(f[0])})
+                bases = sorted(b for b, (bt, bparts, _c) in shape.items() if b != code and bt == ptype
+                               and bparts == inner)
+                if bases:
+                    out[code] = Alias((bases[0],), f[1])
+    # a base is stored in full: an alias of an alias would lose rows
+    return {k: a for k, a in out.items() if not any(b in out for b in a.bases)}
+
+
+def aliases(resource_type: str) -> dict[str, Alias]:
+    """The search parameters of a type whose rows others hold (see :class:`Alias`)."""
+    return _plan(resource_type).aliases
+
+
+def storable(resource_type: str, ix: ResourceIndex) -> ResourceIndex:
+    """The rows of ``ix`` the store keeps: without the rows that an :class:`Alias`'s bases hold.
+
+    ``ix`` itself is not changed (callers may still read every parameter's rows from it).
+    """
+    plan = _PLANS.get(resource_type) or _plan(resource_type)
+    drop, narrowed = plan.unstored, plan.narrowed
+    if not drop and not narrowed:
+        return ix
+    out = ResourceIndex(ix.strings, ix.tokens, ix.dates, ix.refs, ix.quantities, ix.numbers, ix.uris)
+    if drop:
+        for name in ("strings", "tokens", "dates", "refs", "quantities", "numbers", "uris"):
+            rows = getattr(out, name)
+            if rows and any(r[0] in drop for r in rows):
+                setattr(out, name, [r for r in rows if r[0] not in drop])
+    refs = out.refs
+    if narrowed and any(r[0] in narrowed for r in refs):
+        held = {(r[0], r[2], r[3], r[4]) for r in refs if r[1] == 0}
+        kept = []
+        for r in refs:
+            n = narrowed.get(r[0])
+            if n is None or r[1] != 0 or r[2] != n[1] or (n[0], r[2], r[3], r[4]) not in held:
+                kept.append(r)
+        out.refs = kept
+    return out
 
 
 def params_for(resource_type: str) -> tuple[ParamPlan, ...]:
