@@ -91,8 +91,14 @@ def serve(
     scheme = "https" if tls_cert else "http"
     console.print(f"phip serving [bold]{scheme}://{host}:{port}/fhir[/] (docs: {scheme}://{host}:{port}/docs)")
     tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
-    uvicorn.run("phip.api.server:app", host=host, port=port, workers=workers, log_level=log_level,
-                access_log=False, factory=False, **tls)
+    if workers > 1:  # uvicorn's HTTP, phip's listener: connections shared evenly (phip.api.serving)
+        from phip.api import serving
+
+        serving.run(uvicorn.Config("phip.api.server:app", host=host, port=port, workers=workers,
+                                   log_level=log_level, access_log=False, **tls), workers)
+        return
+    uvicorn.run("phip.api.server:app", host=host, port=port, log_level=log_level, access_log=False, factory=False,
+                **tls)
 
 
 @app.command()
