@@ -207,4 +207,25 @@ def run(config: uvicorn.Config, workers: int) -> None:
             signal.signal(s, h)
 
 
-__all__ = ["MAX_DEFER_S", "RECHECK_S", "Balance", "BalancedServer", "run"]
+def main(argv: list[str] | None = None) -> None:
+    """``python -m phip.api.serving``: what ``phip serve --workers N`` runs in its own process once it
+    has checked the node (``$PHIP_DATA``), so that the supervisor holds none of the node's memory."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m phip.api.serving")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--log-level", default="warning")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    a = ap.parse_args(argv)
+    tls = {"ssl_certfile": a.tls_cert, "ssl_keyfile": a.tls_key} if a.tls_cert and a.tls_key else {}
+    run(uvicorn.Config("phip.api.server:app", host=a.host, port=a.port, workers=a.workers, log_level=a.log_level,
+                       access_log=False, **tls), a.workers)
+
+
+__all__ = ["MAX_DEFER_S", "RECHECK_S", "Balance", "BalancedServer", "main", "run"]
+
+if __name__ == "__main__":
+    main()

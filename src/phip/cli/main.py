@@ -91,12 +91,17 @@ def serve(
     scheme = "https" if tls_cert else "http"
     console.print(f"phip serving [bold]{scheme}://{host}:{port}/fhir[/] (docs: {scheme}://{host}:{port}/docs)")
     tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
-    if workers > 1:  # uvicorn's HTTP, phip's listener: connections shared evenly (phip.api.serving)
-        from phip.api import serving
+    if workers > 1:
+        # uvicorn's HTTP, phip's listener and supervisor (connections shared evenly: phip.api.serving),
+        # in a fresh process: this one has loaded the node (~100 MB) that only the workers need
+        import sys
 
-        serving.run(uvicorn.Config("phip.api.server:app", host=host, port=port, workers=workers,
-                                   log_level=log_level, access_log=False, **tls), workers)
-        return
+        args = ["--host", host, "--port", str(port), "--workers", str(workers), "--log-level", log_level]
+        if tls_cert and tls_key:
+            args += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "phip.api.serving", *args])
     uvicorn.run("phip.api.server:app", host=host, port=port, log_level=log_level, access_log=False, factory=False,
                 **tls)
 
