@@ -121,7 +121,7 @@ class _Acceptor:
             await asyncio.gather(t, return_exceptions=True)
 
 
-def _counted(protocol_class: type, balance: Balance, me: int) -> type:
+def _counted(protocol_class: Any, balance: Balance, me: int) -> Any:
     """uvicorn's HTTP protocol class, telling ``balance`` when a connection ends."""
 
     def connection_lost(self: Any, exc: Exception | None) -> None:
@@ -150,11 +150,10 @@ class BalancedServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
 
         def factory() -> asyncio.Protocol:
-            return proto(config=config, server_state=self.server_state,  # type: ignore[no-any-return]
-                         app_state=self.lifespan.state)
+            return proto(config=config, server_state=self.server_state, app_state=self.lifespan.state)
 
-        self.servers = [_Acceptor(loop, s, factory, config.ssl, self.balance, self.me)  # type: ignore[list-item]
-                        for s in sockets]
+        acceptors: Any = [_Acceptor(loop, s, factory, config.ssl, self.balance, self.me) for s in sockets]
+        self.servers = acceptors  # (uvicorn's shutdown calls close() and wait_closed() on them)
 
 
 def _worker(config: uvicorn.Config, sock: socket.socket, balance: Balance, me: int) -> None:
@@ -220,9 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     a = ap.parse_args(argv)
-    tls = {"ssl_certfile": a.tls_cert, "ssl_keyfile": a.tls_key} if a.tls_cert and a.tls_key else {}
     run(uvicorn.Config("phip.api.server:app", host=a.host, port=a.port, workers=a.workers, log_level=a.log_level,
-                       access_log=False, **tls), a.workers)
+                       access_log=False, ssl_certfile=a.tls_cert, ssl_keyfile=a.tls_key), a.workers)
 
 
 __all__ = ["MAX_DEFER_S", "RECHECK_S", "Balance", "BalancedServer", "main", "run"]

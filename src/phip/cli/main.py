@@ -90,7 +90,6 @@ def serve(
     os.environ["PHIP_DATA"] = str(Path(data).resolve())
     scheme = "https" if tls_cert else "http"
     console.print(f"phip serving [bold]{scheme}://{host}:{port}/fhir[/] (docs: {scheme}://{host}:{port}/docs)")
-    tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
     if workers > 1:
         # uvicorn's HTTP, phip's listener and supervisor (connections shared evenly: phip.api.serving),
         # in a fresh process: this one has loaded the node (~100 MB) that only the workers need
@@ -103,7 +102,7 @@ def serve(
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, "-m", "phip.api.serving", *args])
     uvicorn.run("phip.api.server:app", host=host, port=port, log_level=log_level, access_log=False, factory=False,
-                **tls)
+                ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None)
 
 
 @app.command()
