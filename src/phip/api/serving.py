@@ -30,7 +30,7 @@ import uvicorn
 log = logging.getLogger("uvicorn.error")
 
 RECHECK_S = 0.002  #: a worker with more connections looks again at a waiting one after this
-MAX_DEFER_S = 0.02  #: ... and takes it after this, whoever else could
+MAX_DEFER_S = 0.05  #: ... and takes it after this, whoever else could
 NOT_SERVING = -1  #: a slot's value while its worker starts, restarts or is gone
 
 
