@@ -832,11 +832,11 @@ def _plan(rt: str) -> _TypePlan:
             for k in pp.expr.first_keys:
                 by_key.setdefault(k, []).append(i)
     aliases = _aliases(rt, params)
+    by_code = {pp.code: pp for pp in params}
     unstored = frozenset(
         name
         for code, al in aliases.items() if al.target is None
-        for pp in params if pp.code == code
-        for name in (code, f"{code}:of-type", f"{code}:identifier", *(n for n, _c, _t in pp.components))
+        for name in (code, f"{code}:of-type", f"{code}:identifier", *(n for n, _c, _t in by_code[code].components))
     )
     narrowed = {code: (al.bases[0], al.target) for code, al in aliases.items() if al.target is not None}
     plan = _TypePlan(fhirpath.type_ctx(rt), tuple(params), {k: tuple(v) for k, v in by_key.items()}, tuple(always),
@@ -855,13 +855,14 @@ def _aliases(rt: str, params: list[ParamPlan]) -> dict[str, Alias]:
     """
     defs = search_params_for(rt)
     shape: dict[str, tuple[str, frozenset[str], tuple[tuple[str, str], ...]]] = {}
+    asts: dict[str, tuple[tuple[Any, ...], ...]] = {}
     for pp in params:
         d = defs[pp.code]
         assert d.expression is not None
-        parts = frozenset(repr(a) for a in fhirpath.parts_for_type(d.expression, rt))
+        asts[pp.code] = fhirpath.parts_for_type(d.expression, rt)
         comps = tuple((repr(fhirpath.parse(e)), t) for (_u, e), (_n, _c, t) in zip(d.component, pp.components,
                                                                                      strict=True))
-        shape[pp.code] = (pp.type, parts, comps)
+        shape[pp.code] = (pp.type, frozenset(repr(a) for a in asts[pp.code]), comps)
     out: dict[str, Alias] = {}
     for code, (ptype, parts, comps) in shape.items():
         if len(parts) >= 2:
@@ -870,9 +871,7 @@ def _aliases(rt: str, params: list[ParamPlan]) -> dict[str, Alias]:
             if bases and frozenset().union(*(shape[b][1] for b in bases)) == parts:
                 out[code] = Alias(tuple(bases))
         elif ptype == "reference" and len(parts) == 1:
-            d = defs[code]
-            assert d.expression is not None
-            f = fhirpath.resolve_filter(fhirpath.parts_for_type(d.expression, rt)[0])
+            f = fhirpath.resolve_filter(asts[code][0])
             if f is not None:
                 inner = frozenset({repr(f[0])})
                 bases = sorted(b for b, (bt, bparts, _c) in shape.items() if b != code and bt == ptype
