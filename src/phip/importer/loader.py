@@ -59,7 +59,8 @@ PARALLEL_MIN_BYTES = 64 * 1024
 #: from cheap records carries it through a file of costly ones (a Patient costs the worker ~380 µs
 #: with validation, indexing and the quality checks, an Observation ~140 µs).  With 8, the writer
 #: waited for it ~0.5 s in all while loading a 150k-resource region with the quality engine; with
-#: 16, ~0.17 s (2026-12-07, one run each).  The batches held cost a few MB
+#: 16, ~0.17 s (2026-12-07, one run each).  A batch comes back from the worker as ~1.9 MB of
+#: pickle (1.9 KB a resource of that region, quality results included); unpickled it takes more
 AHEAD = 16
 #: SQLite page cache of the importing connection (KiB); the server's connections keep 256 MiB
 IMPORT_CACHE_KIB = 2 * 1024 * 1024
