@@ -175,3 +175,29 @@ def test_import_tasks_made_before_the_index_rebuild_are_searchable(node: Any, tm
     assert len(at_rebuild) == 1
     before, assigned = at_rebuild[0]
     assert before == assigned == {incomplete}
+
+
+def test_the_import_worker_checks_a_record_without_upload_time_as_the_writer_would(node: Any) -> None:
+    """A file's record without its sender's upload time is checked in the importer's worker (not left
+    to the writing process): received when the worker read it, the same findings as the writer's own
+    check at that time, and never a timeliness finding for its old visit."""
+    import time
+
+    from phip.quality import engine
+
+    svc = node.ext["quality"]
+    old = {k: v for k, v in _encounter("e-old", "p1", "2019-06-01T09:00:00+08:00").items() if k != "serviceType"}
+    t0 = time.time_ns() // 1000
+    got = engine.Prepare(svc)(old)
+    t1 = time.time_ns() // 1000
+    assert got is not None
+    row, found, _codes = got
+    cols = engine.unshaped(row)
+    assert t0 <= cols["received"] <= t1
+    writer = svc.checker.check("Encounter", "e-old", old, cols["received"], codes=False, timely=False)
+    assert [(f[0], f[2], f[3]) for f in found] == [(f.rule, f.path, f.message) for f in writer.findings]
+    assert {f[0] for f in found} == {"completeness.Encounter.serviceType"}
+    # with its sender's upload time a month after the visit, the same record is late
+    stamped = dict(old, meta={"lastUpdated": "2019-07-01T09:00:00+08:00"})
+    late = engine.Prepare(svc)(stamped)
+    assert late is not None and "timeliness.Encounter" in {f[0] for f in late[1]}

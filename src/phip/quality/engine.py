@@ -85,7 +85,10 @@ PREPARED_TASKS_MAX = 500_000
 class Prepare:
     """The IMPORT_PREPARE function: a resource's checks in the importer's worker process, all but
     the value-set checks (the terminology service stays in the writing process).  Only for a
-    resource that carries its id and its sender's upload time (what the writing process would use).
+    resource that carries its id.  Its received time is its sender's upload time (``meta.lastUpdated``
+    of the file) or, without one, when this process read it: the platform's receipt, seconds before
+    the writing process stamps the stored copy (the writer, checking a record itself, takes its own
+    time; neither judges such a record late).
 
     Returns what the writing process inserts, as plain tuples (cheap to send back): the
     ``quality_resource`` row as :func:`shaped` gives it (without ``seq``) and each finding as (rule, dimension, path,
@@ -123,11 +126,14 @@ class Prepare:
         if not isinstance(rtype, str) or not isinstance(rid, str) or rtype in SKIP:
             return None
         received = _sent((res.get("meta") or {}).get("lastUpdated"))
+        timely = received is not None
         if received is None:
-            return None
+            # a file's record without its sender's upload time: received when this process read it (a
+            # few seconds before the writing process stores it), and not judged late (as in the writer)
+            received = now_us()
         if self._checker is None:
             self._checker = Checker(self.rules, None)
-        fx = self._checker.check(rtype, rid, res, received, codes=False)
+        fx = self._checker.check(rtype, rid, res, received, codes=False, timely=timely)
         dim = self._dimension
         codec = self._svc.store.codec if self._svc is not None else self._codec  # (not sent: this process)
         row = shaped(facts_row(rtype, rid, 1, fx, 0, dim, lambda kind, v: value_key(codec, kind, v),
