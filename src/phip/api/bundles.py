@@ -23,7 +23,7 @@ from phip.fhir import definitions as defs
 from phip.fhir.datetimes import now_us, to_instant
 from phip.fhir.errors import FhirError, Issue, bad_request, outcome
 from phip.fhir.search.extract import index_resource
-from phip.store.repository import Checked, Repository, Row, WriteResult
+from phip.store.repository import Checked, Repository, Row, WriteResult, stored_rows
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -202,9 +202,10 @@ def _precheck(repo: Repository, entries: list[dict[str, Any]], mapping: dict[str
         doc = res if fast is raw else orjson.loads(fast)
         try:
             checked = Checked(repo._validate(path[0], doc), raw=fast)
-            checked.index = index_resource(doc)
+            ix = index_resource(doc)
             if repo.store.codec is not None:  # its sealed values as the index stores them (blind)
-                repo.store.codec.index(path[0], doc, checked.index)
+                repo.store.codec.index(path[0], doc, ix)
+            checked.index = stored_rows(path[0], ix)  # (the rows as inserted: less to do in the write lock)
         except FhirError as err:
             checked = Checked([], err)
         except Exception:  # e.g. an unknown type: left to the write, which reports it first

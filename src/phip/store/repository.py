@@ -98,9 +98,9 @@ class Checked:
 
     issues: list[Issue]
     error: FhirError | None = None
-    #: the resource's JSON when it was checked, and its search index rows (``index_resource``, with
-    #: the store's codec applied: sealed values made blind): reused by the write when the
-    #: BEFORE_WRITE hooks left the resource as it was
+    #: the resource's JSON when it was checked, and its search index rows (:data:`StoredRows`, or
+    #: ``index_resource``'s; with the store's codec applied: sealed values made blind): reused by the
+    #: write when the BEFORE_WRITE hooks left the resource as it was
     raw: bytes | None = None
     index: Any = None
     #: the PREPARE_WRITE hooks' results (``Hooks.prepare``) for the resource written as ``prepared_id``
@@ -1305,23 +1305,49 @@ _INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: a resource's search index rows as the store keeps them (:func:`stored_rows`): per index table, in
+#: the order of ``_STORED_KINDS``, ``(param key, *values)`` tuples — only the resource's row id to add
+StoredRows = tuple[list[tuple[Any, ...]], ...]
+_STORED_KINDS = ("string", "token", "date", "reference", "quantity", "number", "uri")
+
+
+def stored_rows(resource_type: str, ix: Any) -> StoredRows:
+    """The rows of a resource's :class:`~phip.fhir.search.extract.ResourceIndex` (its sealed values
+    already made blind by the codec, if the store has one) as the store inserts them: without the
+    rows an alias's bases hold, each parameter as its integer key.  A transaction Bundle's checks
+    make them before the write lock, which then has only the row id to add (0.2–0.3 ms less held a
+    Bundle of 20).  The importer's worker does not: there the writer's saving (~9 µs a resource)
+    cost the worker more (~12–25 µs), and a 100k import was slower on a 2-core machine."""
+    ix = storable(resource_type, ix)
+    pk = S.param_key
+    return tuple([(pk(resource_type, p), *rest) for p, *rest in rows] if rows else []
+                 for rows in (ix.strings, ix.tokens, ix.dates, ix.refs, ix.quantities, ix.numbers, ix.uris))
+
+
 def insert_index_rows(conn: Connection, docs: dict[int, tuple[str, dict[str, Any]]],
                       prepared: dict[int, Any] | None = None, *, codec: ContentCodec | None = None,
                       prepared_sealed: bool = False) -> None:
     """Insert the search index rows of many resources (rid → (type, resource)) in bulk.
 
     ``prepared``: rid → index rows already computed (by the importer's worker process, or before a
-    transaction Bundle took the write lock); ``prepared_sealed``: the codec has already turned their
-    sealed values into blind values.
+    transaction Bundle took the write lock): a :class:`~phip.fhir.search.extract.ResourceIndex`, or
+    :data:`StoredRows` (final: sealed values already blind); ``prepared_sealed``: the codec has
+    already turned a ResourceIndex's sealed values into blind values.
     """
     out: dict[str, list[tuple[Any, ...]]] = {k: [] for k in S.INDEX_TABLES}
     strings, tokens, dates, refs = out["string"], out["token"], out["date"], out["reference"]
     quantities, numbers, uris = out["quantity"], out["number"], out["uri"]
+    by_kind = [out[k] for k in _STORED_KINDS]
     pk = S.param_key
     if codec is None:
         codec = getattr(conn.dialect, "phip_codec", None)
     for row_id, (rtype, doc) in docs.items():
         ix = prepared.get(row_id) if prepared else None
+        if type(ix) is tuple:  # StoredRows
+            for dst, rows in zip(by_kind, ix, strict=True):
+                if rows:
+                    dst.extend([(row_id, *r) for r in rows])
+            continue
         if ix is None:
             ix = index_resource(doc)
             if codec is not None:
