@@ -35,3 +35,49 @@ def test_cycles_made_during_a_bulk_job_are_still_collected() -> None:
         keep = [[i] for i in range(3 * heap.BULK_THRESHOLD[0])]  # allocations enough for young collections
         assert ref() is None  # found by the collector on its own (no gc.collect() here)
         del keep
+
+
+def test_idle_trim_trims_once_after_each_busy_spell() -> None:
+    rule = heap.IdleTrim(busy=0.2, idle=0.02)
+    # idle from the start: nothing was freed by work, nothing to give back
+    assert [rule.step(c) for c in (0.0, 0.001, 0.0)] == [False, False, False]
+    # a burst, still busy, then idle: one trim, and none while it stays idle
+    assert [rule.step(c) for c in (0.9, 0.5, 0.0, 0.0, 0.001)] == [False, False, True, False, False]
+    # light work (between idle and busy) neither owes a trim nor pays one
+    assert [rule.step(c) for c in (0.1, 0.0)] == [False, False]
+    # light work after a burst: the trim waits for the idle period
+    assert [rule.step(c) for c in (0.3, 0.1, 0.05, 0.01)] == [False, False, False, True]
+
+
+def test_trim_gives_freed_heap_back_to_the_system() -> None:
+    import sys
+    import threading
+
+    import pytest
+
+    if not sys.platform.startswith("linux") or heap._malloc_trim() is None:
+        pytest.skip("glibc's malloc_trim only")
+
+    def rss_anon_kib() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))
+
+    # ~100 MB allocated and freed in another thread (its own malloc arena), in blocks under the mmap
+    # threshold, with small survivors among them: free() alone gives back only a heap's free top
+    kept: list[bytearray] = []
+
+    def burst() -> None:
+        junk = []
+        for i in range(1600):
+            junk.append(bytearray(64 * 1024))
+            if i % 16 == 0:
+                kept.append(bytearray(1024))  # (over pymalloc's 512 bytes: from malloc, among the blocks)
+        del junk
+
+    t = threading.Thread(target=burst)
+    t.start()
+    t.join()
+    before = rss_anon_kib()
+    assert heap.trim() is True
+    after = rss_anon_kib()
+    assert before - after > 20_000, (before, after)  # KiB: most of the freed blocks went back

@@ -13,3 +13,4 @@ from phip.node.node import Node
 app = create_app(Node.open(Path(os.environ["PHIP_DATA"]), migrate=False))
 assets.fetch_in_background()  # the console's htmx and ECharts, once into the package cache
 heap.settle()  # the node's start-up heap is kept for good: later collections need not walk it
+heap.trim_when_idle()  # what a burst of requests freed goes back to the system once the worker is idle

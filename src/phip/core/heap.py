@@ -15,6 +15,9 @@ Two remedies, the ones large Python services use:
 
 Neither turns collection off: cyclic garbage is still found, only less often.  The data
 processed are trees (JSON), so little of it is cyclic.
+
+And one for the C heap: :func:`trim_when_idle` gives a serving process's freed memory back to the
+system when the process goes idle after a burst of work (glibc keeps it otherwise, per thread arena).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import gc
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 #: young-generation threshold for a serving process: ~70× fewer young collections than the default 700
 SERVE_THRESHOLD = (50_000, 20, 100)
@@ -63,3 +67,77 @@ def bulk(threshold: tuple[int, int, int] = BULK_THRESHOLD) -> Iterator[None]:
                 gc.set_threshold(*_saved)
                 gc.unfreeze()
                 _saved = None
+
+
+# -- giving memory back when idle ------------------------------------------------------------------------
+#: the idle trimmer samples the process's CPU time this often (seconds)
+TRIM_PERIOD = 1.0
+#: CPU seconds within one period that count as busy (work that may have left free heap behind) …
+TRIM_BUSY_CPU = 0.2
+#: … and as idle (then the heap is trimmed, once per busy spell)
+TRIM_IDLE_CPU = 0.02
+
+
+def trim() -> bool:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``): after a burst of
+    work the allocator keeps what was freed — in every thread's arena — for later, and a serving
+    process's RSS stays at its peak.  False where the C library has no such call."""
+    fn = _malloc_trim()
+    return bool(fn(0)) if fn is not None else False
+
+
+_TRIM: Any = None
+
+
+def _malloc_trim() -> Any:
+    global _TRIM
+    if _TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            _TRIM.argtypes, _TRIM.restype = [ctypes.c_size_t], ctypes.c_int
+        except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+            _TRIM = False
+    return _TRIM or None
+
+
+class IdleTrim:
+    """When to trim: after a period with at least ``busy`` CPU seconds, the first period with less
+    than ``idle`` (one trim per busy spell; none while the process keeps working or stays idle)."""
+
+    def __init__(self, busy: float = TRIM_BUSY_CPU, idle: float = TRIM_IDLE_CPU) -> None:
+        self.busy, self.idle = busy, idle
+        self.owed = False
+
+    def step(self, cpu: float) -> bool:
+        """``cpu``: the CPU seconds of the period just ended; True: trim now."""
+        if cpu >= self.busy:
+            self.owed = True
+        elif cpu < self.idle and self.owed:
+            self.owed = False
+            return True
+        return False
+
+
+def trim_when_idle(period: float = TRIM_PERIOD) -> threading.Thread | None:
+    """Start a daemon thread that trims the heap (:func:`trim`) each time this process goes idle
+    after work (:class:`IdleTrim`); None where the C library cannot trim."""
+    if _malloc_trim() is None:
+        return None
+    import time
+
+    def run() -> None:
+        rule = IdleTrim()
+        last = time.process_time()
+        while True:
+            time.sleep(period)
+            now = time.process_time()
+            if rule.step(now - last):
+                trim()
+            last = time.process_time()
+
+    t = threading.Thread(target=run, name="phip-heap-trim", daemon=True)
+    t.start()
+    return t
