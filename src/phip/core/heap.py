@@ -93,10 +93,9 @@ def _malloc_trim() -> Any:
     global _TRIM
     if _TRIM is None:
         import ctypes
-        import ctypes.util
 
-        try:
-            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        try:  # (the process's own symbols: the C library it runs on, with no search for its file)
+            _TRIM = ctypes.CDLL(None).malloc_trim
             _TRIM.argtypes, _TRIM.restype = [ctypes.c_size_t], ctypes.c_int
         except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
             _TRIM = False

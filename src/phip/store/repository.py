@@ -1320,7 +1320,7 @@ def stored_rows(resource_type: str, ix: Any) -> StoredRows:
     cost the worker more (~12–25 µs), and a 100k import was slower on a 2-core machine."""
     ix = storable(resource_type, ix)
     pk = S.param_key
-    return tuple([(pk(resource_type, p), *rest) for p, *rest in rows] if rows else []
+    return tuple([(pk(resource_type, p), *rest) for p, *rest in rows]
                  for rows in (ix.strings, ix.tokens, ix.dates, ix.refs, ix.quantities, ix.numbers, ix.uris))
 
 
