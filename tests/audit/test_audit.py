@@ -375,3 +375,52 @@ def test_a_journal_already_in_the_chain_is_not_written_twice(node: Any) -> None:
     with node.store.engine.connect() as conn:
         got = [r[0] for r in conn.execute(sa.select(AE.c.patient).where(AE.c.patient.like("q%")).order_by(AE.c.seq))]
     assert got == ["q0", "q1", "q2"]
+
+
+def test_the_flush_queues_with_the_stores_writers(node: Any) -> None:
+    """On SQLite the audit chain is written in the writers' queue (the store's WriterLock), not by
+    polling SQLite's busy handler: a flush that comes while a write transaction is open waits in
+    that queue, and goes in as soon as the writer is done (on PostgreSQL it does not wait).  Inside
+    a write transaction of its own thread the queue is not taken again (no deadlock)."""
+    import threading
+    import time
+
+    from phip.audit.events import Pending
+
+    store = node.store
+    sqlite = store.dialect.name == "sqlite"
+    svc = node.ext["audit"]
+    svc.flush()
+    inside, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with store.write_tx():
+            inside.set()
+            done.wait(10)
+
+    w = threading.Thread(target=writer)
+    w.start()
+    assert inside.wait(10)
+    with svc._lock:
+        svc._buf.append(Pending(1_700_000_000_000_000, "read", 0, "w1", "Patient/w1", None, "dr", "clinician",
+                                None, None, None, None, None))
+    f = threading.Thread(target=svc.flush)
+    f.start()
+    if sqlite:
+        deadline = time.monotonic() + 10
+        while store._write_lock.waiting() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store._write_lock.waiting() == 1  # the flush waits in the writers' queue
+        assert f.is_alive()
+    else:  # PostgreSQL: many writers at once, the chain's own row lock orders the appends
+        f.join(10)
+        assert not f.is_alive()
+    done.set()
+    w.join(10)
+    f.join(10)
+    assert not f.is_alive()
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(AE.c.patient).where(AE.c.patient == "w1")).all() == [("w1",)]
+    with store.write_tx(), store.queued_write():  # its own transaction: nothing more to take
+        pass
+    assert _verify(node).ok

@@ -86,8 +86,9 @@ def archive_(
         if svc.key is None:
             console.print("[bold red]error:[/] the node has no signing key")
             raise typer.Exit(1)
-        got = chain.archive(node.store.engine, svc.key, out or Path(data) / "audit-archive", before_us=before_us,
-                            upto=upto)
+        with node.store.queued_write():  # a serving node's writers go on around it
+            got = chain.archive(node.store.engine, svc.key, out or Path(data) / "audit-archive",
+                                before_us=before_us, upto=upto)
     finally:
         node.close()
     if got is None:

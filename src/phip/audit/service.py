@@ -130,8 +130,9 @@ class AuditService:
                 done = self._in_chain(recs)
                 todo = [r for r in recs if journal.key(r) not in done]
                 if todo:
-                    chain.append(self.engine, todo, self.node_name, self.key, checkpoint_every=self.checkpoint_every,
-                                 checkpoint_seconds=self.checkpoint_seconds)
+                    with self.node.store.queued_write():
+                        chain.append(self.engine, todo, self.node_name, self.key,
+                                     checkpoint_every=self.checkpoint_every, checkpoint_seconds=self.checkpoint_seconds)
                     n += len(todo)
                     log.warning("audit: %d records of a stopped process recovered from %s", len(todo), path.name)
             path.unlink()
@@ -200,8 +201,9 @@ class AuditService:
             if not batch:
                 return 0
             try:
-                chain.append(self.engine, batch, self.node_name, self.key, checkpoint_every=self.checkpoint_every,
-                             checkpoint_seconds=self.checkpoint_seconds)
+                with self.node.store.queued_write():  # in the writers' queue, not SQLite's busy handler
+                    chain.append(self.engine, batch, self.node_name, self.key,
+                                 checkpoint_every=self.checkpoint_every, checkpoint_seconds=self.checkpoint_seconds)
             except Exception:
                 with self._lock:
                     self._buf[:0] = batch

@@ -284,6 +284,20 @@ class Store:
             finally:
                 self._local.tx = None
 
+    @contextmanager
+    def queued_write(self) -> Iterator[None]:
+        """Hold the writers' place (SQLite: :class:`WriterLock`) for a write that does not go
+        through :meth:`write_tx`: a capability's own tables written on a connection of its own
+        (the audit chain).  Without it such a write waits in SQLite's busy handler, which sleeps in
+        steps of up to 100 ms, and a writer that took the lock meanwhile finds the database locked
+        and sleeps there too, holding up every writer queued behind it.  A no-op on PostgreSQL, and
+        inside a write transaction of this thread (whose lock the caller holds already)."""
+        if self._write_lock is None or getattr(self._local, "tx", None) is not None:
+            yield
+            return
+        with self._write_lock:
+            yield
+
     def _grouped_tx(self, lock: WriterLock) -> Iterator[Tx]:
         """A lean write on SQLite, committed together with the lean writes queued behind it (group
         commit).
