@@ -424,3 +424,24 @@ def test_the_flush_queues_with_the_stores_writers(node: Any) -> None:
     with store.write_tx(), store.queued_write():  # its own transaction: nothing more to take
         pass
     assert _verify(node).ok
+
+
+def test_a_reader_of_the_trail_sees_what_is_still_buffered(api: Any, node: Any) -> None:
+    """The timer writes the buffer to the chain only every ``flush_interval_ms``; a search of the
+    trail writes it first, so what was just done is on the trail whatever the interval."""
+    from phip.audit.service import FLUSH_INTERVAL_MS
+
+    assert FLUSH_INTERVAL_MS >= 200
+    svc = node.ext["audit"]
+    import time
+
+    svc.flush_interval = 3600.0
+    svc._wake.set()  # a flush thread already running goes back to waiting, now for an hour
+    time.sleep(0.2)
+    svc._wake.clear()  # (no thread yet: the first record starts one, which must not flush at once)
+    svc.flush()
+    pid = _patient(api, "Zhao")
+    with svc._lock:
+        assert any(p.patient == pid for p in svc._buf)  # not on the chain yet
+    found = api.get(f"/fhir/AuditEvent?patient=Patient/{pid}", expect=200).json()
+    assert [e["resource"]["action"] for e in found.get("entry", [])] == ["C"]
