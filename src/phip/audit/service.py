@@ -3,8 +3,8 @@
 Durability trade-off (docs/audit.md): an access is appended to an in-process buffer (a list
 append, ~1 µs) and to the process's journal file (one ``write``, a few µs; :mod:`phip.audit.journal`),
 and the buffer is written to the chain by a background thread every ``flush_interval_ms``
-(default :data:`FLUSH_INTERVAL_MS`), when it holds ``max_buffer`` records, when anything reads the
-trail, and at shutdown.  A process that dies (even by SIGKILL) leaves its journal: the next start writes those
+(default 200 ms), when it holds ``max_buffer`` records, when anything reads the trail, and at
+shutdown.  A process that dies (even by SIGKILL) leaves its journal: the next start writes those
 records to the chain.  Only a power cut can lose what the operating system had not yet written to
 disk; the chain itself is never left inconsistent (each batch is one transaction).
 ``flush_interval_ms = 0`` writes every access synchronously instead (slower reads).
@@ -92,14 +92,6 @@ def load_settings(data: Path) -> dict[str, Any]:
         return {}
 
 
-#: how often the buffer goes to the chain.  Each write is a transaction in the writers' queue with a
-#: cost of its own besides its records' (connection, BEGIN, the head row read and rewritten, the
-#: checkpoint look-up, the commit); a reader of the trail gets it flushed first, so a longer interval
-#: delays nothing anyone sees.  1000 ms against 200 ms: the chain's share of the write lock fell from
-#: 1.6 to 0.7–0.8 ms a transaction Bundle of 20, and Bundles/s rose 57 → 64–68 (2 workers, alternated)
-FLUSH_INTERVAL_MS = 1000
-
-
 class AuditService:
     def __init__(self, node: Any) -> None:
         from phip.security import keys
@@ -111,7 +103,7 @@ class AuditService:
         self.key = found[0] if found else None
         self.public_keys = {k.kid: k.public for k in found}
         cfg = load_settings(node.data)
-        self.flush_interval = float(cfg.get("flush_interval_ms", FLUSH_INTERVAL_MS)) / 1000
+        self.flush_interval = float(cfg.get("flush_interval_ms", 200)) / 1000
         self.max_buffer = int(cfg.get("max_buffer", 2000))
         self.checkpoint_every = int(cfg.get("checkpoint_every", 1000))
         self.checkpoint_seconds = float(cfg.get("checkpoint_seconds", 60))
