@@ -86,7 +86,7 @@ def archive_(
         if svc.key is None:
             console.print("[bold red]error:[/] the node has no signing key")
             raise typer.Exit(1)
-        with node.store.queued_write():  # a serving node's writers go on around it
+        with node.store.queued_write():  # queued with a serving node's writers
             got = chain.archive(node.store.engine, svc.key, out or Path(data) / "audit-archive",
                                 before_us=before_us, upto=upto)
     finally:

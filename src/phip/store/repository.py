@@ -291,7 +291,8 @@ class Store:
         (the audit chain).  Without it such a write waits in SQLite's busy handler, which sleeps in
         steps of up to 100 ms, and a writer that took the lock meanwhile finds the database locked
         and sleeps there too, holding up every writer queued behind it.  A no-op on PostgreSQL, and
-        inside a write transaction of this thread (whose lock the caller holds already)."""
+        inside a write transaction of this thread, which holds the queue already (taking it again
+        would wait for itself)."""
         if self._write_lock is None or getattr(self._local, "tx", None) is not None:
             yield
             return
