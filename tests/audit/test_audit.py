@@ -4,6 +4,8 @@ the hash chain and its tamper detection, archiving, the AuditEvent search and th
 from __future__ import annotations
 
 import base64
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -382,9 +384,6 @@ def test_the_flush_queues_with_the_stores_writers(node: Any) -> None:
     polling SQLite's busy handler: a flush that comes while a write transaction is open waits in
     that queue, and goes in as soon as the writer is done (on PostgreSQL it does not wait).  Inside
     a write transaction of its own thread the queue is not taken again (no deadlock)."""
-    import threading
-    import time
-
     from phip.audit.events import Pending
 
     store = node.store
@@ -430,8 +429,6 @@ def test_a_reader_of_the_trail_sees_what_is_still_buffered(api: Any, node: Any) 
     """The timer writes the buffer to the chain only every ``flush_interval_ms``; a search of the
     trail writes it first, so what was just done is on the trail whatever the interval."""
     svc = node.ext["audit"]
-    import time
-
     svc.flush_interval = 3600.0
     svc._wake.set()  # a flush thread already running goes back to waiting, now for an hour
     time.sleep(0.2)
