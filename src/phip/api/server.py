@@ -10,7 +10,9 @@ from phip.console import assets
 from phip.core import heap
 from phip.node.node import Node
 
-app = create_app(Node.open(Path(os.environ["PHIP_DATA"]), migrate=False))
+node = Node.open(Path(os.environ["PHIP_DATA"]), migrate=False)
+node.warm()  # caches loaded now, not by the first request (nor inside its write lock)
+app = create_app(node)
 assets.fetch_in_background()  # the console's htmx and ECharts, once into the package cache
 heap.settle()  # the node's start-up heap is kept for good: later collections need not walk it
 heap.trim_when_idle()  # what a burst of requests freed goes back to the system once the worker is idle

@@ -30,4 +30,6 @@ class Capability:
     #: ``fn() -> None``: import the modules that declare this capability's tables on
     #: ``phip.store.schema.metadata`` (so migrations and tests see them)
     tables: Callable[[], None] | None = None
+    #: ``extras``: what other parts look up by key, e.g. ``"warm"``: ``fn(node)`` loading caches before a
+    #: server worker takes requests (:meth:`phip.node.node.Node.warm`)
     extras: dict[str, Any] = field(default_factory=dict)

@@ -51,6 +51,15 @@ class Node:
             node.store.migrate()
         return node
 
+    def warm(self) -> None:
+        """Load what the capabilities would otherwise load on first use (``extras["warm"]``, a
+        ``fn(node)``): a server worker calls it before it accepts a request, so that no request
+        (and no write holding the database's write lock) pays for it."""
+        for cap in self.capabilities:
+            fn = cap.extras.get("warm")
+            if fn is not None:
+                fn(self)
+
     def close(self) -> None:
         for svc in self.ext.values():  # capabilities' services flush and stop their threads (audit)
             close = getattr(svc, "close", None)
