@@ -238,8 +238,8 @@ class Store:
                     continue
                 if progress:
                     progress(str(index.name))
-                with self.engine.begin() as conn:
-                    index.create(self.dialect.unbounded(conn))
+                with self.dialect.index_build(self.engine) as conn:
+                    index.create(conn)
                 made += 1
         return made
 
