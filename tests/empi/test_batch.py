@@ -82,3 +82,36 @@ def test_cli_status_and_review(node: Any, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["empi", "review", "reject", str(item), "--data", data])
     assert r.exit_code == 1
+
+
+def test_a_large_import_links_before_its_search_indexes_are_built(api: Any, node: Any, tmp_path: Path,
+                                                                  monkeypatch: Any) -> None:
+    """The Persons go in while the value indexes are deferred (their rows are sorted into the indexes
+    with the rest, not inserted into built ones), and are found by search afterwards."""
+    import sqlalchemy as sa
+
+    from phip.importer.loader import Importer
+    from phip.store import schema as S
+
+    n = rid("510104", "1980-03-04", 123)
+    pats = [zhang_san().id("a").idno(n).build(), zhang_san().id("b").idno(n).mrn("510104-wsy", "7").build(),
+            P("李娜", family="李", given="娜").id("c").born("1999-09-09").sex("female").build()]
+    f = tmp_path / "p.ndjson"
+    f.write_text("\n".join(json.dumps(p, ensure_ascii=False) for p in pats))
+    store = node.store
+    persons_at_build: list[int] = []
+    ensure = store.ensure_indexes
+
+    def counting(*a: Any, **k: Any) -> int:
+        with store.engine.connect() as conn:
+            persons_at_build.append(conn.execute(sa.select(sa.func.count()).select_from(S.resources).where(
+                S.resources.c.type == "Person")).scalar_one())
+        return ensure(*a, **k)
+
+    monkeypatch.setattr(store, "ensure_indexes", counting)
+    Importer(store, parallel=False).import_all([f], defer_indexes=True)
+    assert persons_at_build == [2]
+    person = person_of(api, "a")
+    assert person["id"] == person_of(api, "b")["id"] != person_of(api, "c")["id"]
+    found = api.get("/fhir/Person?link=Patient/c").json()
+    assert [e["resource"]["id"] for e in found.get("entry", [])] == [person_of(api, "c")["id"]]
