@@ -85,7 +85,7 @@ def test_lifting_the_limit_lasts_one_transaction_on_postgresql(backend: str, db_
 
 
 def test_an_index_build_sorts_with_helper_threads_and_gives_the_connection_back_as_it_was(
-        backend: str, db_url: str) -> None:
+        backend: str, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite: the build's sort runs in a temporary file with helper threads and no memory map (a
     third faster at 1M resources, bench note in ``SQLiteDialect.index_build``); the connection then
     returns to the pool with the settings every connection has.  PostgreSQL: the limit is lifted."""
@@ -103,11 +103,8 @@ def test_an_index_build_sorts_with_helper_threads_and_gives_the_connection_back_
                 seen.append([bind.exec_driver_sql(f"PRAGMA {p}").scalar() for p in names])
                 create(index, bind, **kw)
 
-            sa.Index.create = spying  # type: ignore[method-assign]
-            try:
-                assert store.ensure_indexes() >= 1
-            finally:
-                sa.Index.create = create  # type: ignore[method-assign]
+            monkeypatch.setattr(sa.Index, "create", spying)
+            assert store.ensure_indexes() >= 1
             assert seen and all(s[0] >= 1 and s[1] == 1 and s[2] == 0 for s in seen)
             assert before[:3] == [0, 2, 256 * 1024 * 1024]
             assert store.engine.pool.checkedin() == 1  # (so the next checkout is the builder's connection)
