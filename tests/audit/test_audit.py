@@ -13,7 +13,8 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from phip.audit import chain
+from phip.audit import chain, packing
+from phip.audit.packing import pack
 from phip.audit.schema import audit_events as AE
 
 
@@ -31,11 +32,11 @@ def _obs(api: Any, pid: str) -> str:
 
 def _events(node: Any, **where: Any) -> list[dict[str, Any]]:
     node.ext["audit"].flush()
-    q = sa.select(AE.c.content).order_by(AE.c.seq)
+    q = sa.select(AE.c.content, AE.c.zcontent).order_by(AE.c.seq)
     for k, v in where.items():
         q = q.where(AE.c[k] == v)
     with node.store.engine.connect() as conn:
-        return [orjson.loads(r.content) for r in conn.execute(q)]
+        return [orjson.loads(chain.content_of(r)) for r in conn.execute(q)]
 
 
 def _patient_of(ev: dict[str, Any]) -> str | None:
@@ -183,12 +184,61 @@ def _exec(node: Any, sql: str, **kw: Any) -> None:
         conn.execute(sa.text(sql), kw)
 
 
+def _text(rec: Any) -> str:
+    return chain.content_of(rec).decode()
+
+
+def _rewrite(node: Any, seq: int, content: str, **columns: Any) -> None:
+    """What someone with write access to the database could do: store other content for a record
+    (packed, as the trail stores it), and other columns."""
+    with node.store.engine.begin() as conn:
+        conn.execute(AE.update().where(AE.c.seq == seq).values(zcontent=pack(content.encode()), content=None,
+                                                               **columns))
+
+
 def test_intact_chain_verifies_with_checkpoints(api: Any, node: Any) -> None:
     node.ext["audit"].checkpoint_every = 2
     _fill(api, node)
     v = _verify(node)
     assert v.ok, v.message()
     assert v.checked == 6
+
+
+def test_events_are_stored_packed_and_older_text_rows_still_count(api: Any, node: Any) -> None:
+    _fill(api, node, 6)
+    with node.store.engine.connect() as conn:
+        recs = conn.execute(sa.select(AE).order_by(AE.c.seq)).all()
+    assert len(recs) >= 6
+    for r in recs:  # packed: a fraction of the JSON, which is what the hash covers
+        assert r.content is None and r.zcontent is not None
+        text = packing.unpack(r.zcontent)
+        assert orjson.loads(text)["id"] == str(r.seq)
+        assert chain.link(r.prev_hash, text) == r.hash
+        assert len(r.zcontent) * 4 < len(text), (len(r.zcontent), len(text))
+    # a row as written before audit_0002 (the JSON as text) verifies and is served like the others
+    old = recs[2]
+    _exec(node, "UPDATE audit_events SET content = :c, zcontent = NULL WHERE seq = :s", c=_text(old), s=old.seq)
+    v = _verify(node)
+    assert v.ok, v.message()
+    got = api.get(f"/fhir/AuditEvent/{old.seq}", expect=200).json()
+    assert got == orjson.loads(_text(old))
+    found = api.get("/fhir/AuditEvent?_count=100", expect=200).json()["entry"]
+    assert {e["resource"]["id"] for e in found} >= {str(r.seq) for r in recs}
+    # a packed value that does not unpack is named, not a crash
+    _exec(node, "UPDATE audit_events SET zcontent = :z WHERE seq = :s", z=b"\x01garbage", s=recs[4].seq)
+    v = _verify(node)
+    assert not v.ok and v.first_bad == recs[4].seq and "damaged" in v.reason
+
+
+def test_the_packing_dictionary_never_changes() -> None:
+    import hashlib
+
+    # rows packed with dictionary 1 must unpack for as long as the trail is kept
+    assert hashlib.sha256(packing.DICTIONARY_1).hexdigest() == packing.DICTIONARY_1_SHA256
+    assert packing.DICTIONARY_1_SHA256 == "b451e4b4eec232ce539c425afa77b0999f8739bcb1a613280b1b335b9f7ce007"
+    assert packing.unpack(packing.pack(b'{"resourceType":"AuditEvent"}')) == b'{"resourceType":"AuditEvent"}'
+    with pytest.raises(ValueError, match="unknown audit packing"):
+        packing.unpack(b"\x02" + packing.pack(b"{}")[1:])
 
 
 @pytest.mark.parametrize("tamper", ["edit", "edit-rehash", "delete", "reorder", "column", "truncate"])
@@ -199,13 +249,14 @@ def test_tampering_names_the_first_bad_record(api: Any, node: Any, tamper: str) 
     with node.store.engine.connect() as conn:
         recs = {r.seq: r for r in conn.execute(sa.select(AE))}
     if tamper == "edit":
-        c = recs[4].content.replace('"R"', '"C"')
-        _exec(node, "UPDATE audit_events SET content = :c WHERE seq = 4", c=c)
+        c = _text(recs[4]).replace('"R"', '"C"')
+        assert c != _text(recs[4])
+        _rewrite(node, 4, c)
         expect = 4
     elif tamper == "edit-rehash":
-        c = recs[4].content.replace("test-admin", "somebody-else")
-        _exec(node, "UPDATE audit_events SET content = :c, hash = :h WHERE seq = 4", c=c,
-              h=chain.link(recs[4].prev_hash, c.encode()))
+        c = _text(recs[4]).replace("test-admin", "somebody-else")
+        assert c != _text(recs[4])
+        _rewrite(node, 4, c, hash=chain.link(recs[4].prev_hash, c.encode()))
         expect = 4
     elif tamper == "delete":
         _exec(node, "DELETE FROM audit_events WHERE seq = 5")
@@ -213,8 +264,7 @@ def test_tampering_names_the_first_bad_record(api: Any, node: Any, tamper: str) 
     elif tamper == "reorder":
         for seq, other in ((3, 6), (6, 3)):
             r = recs[other]
-            _exec(node, "UPDATE audit_events SET content = :c, hash = :h, prev_hash = :p WHERE seq = :s",
-                  c=r.content, h=r.hash, p=r.prev_hash, s=seq)
+            _rewrite(node, seq, _text(r), hash=r.hash, prev_hash=r.prev_hash)
         expect = 3
     elif tamper == "column":
         _exec(node, "UPDATE audit_events SET who = 'nobody' WHERE seq = 7")
@@ -274,7 +324,10 @@ def test_cli_verify_and_archive(api: Any, node: Any, tmp_path: Path) -> None:
     archive = next((tmp_path / "a").glob("*.ndjson.gz"))
     r = run.invoke(app, ["audit", "verify", "--data", str(node.data), "--archive", str(archive)])
     assert r.exit_code == 0, r.output
-    _exec(node, "UPDATE audit_events SET content = replace(content, 'test-admin', 'x') WHERE seq = 5")
+    with node.store.engine.connect() as conn:
+        rec = conn.execute(sa.select(AE).where(AE.c.seq == 5)).one()
+    assert "test-admin" in _text(rec)
+    _rewrite(node, 5, _text(rec).replace("test-admin", "x"))
     r = run.invoke(app, ["audit", "verify", "--data", str(node.data)])
     assert r.exit_code == 1
     assert "FIRST BAD RECORD 5" in r.output
@@ -312,7 +365,7 @@ def test_queries_on_the_trail_do_not_hold_id_or_phone_numbers(api: Any, node: An
     q = base64.b64decode(next(x for x in ev[0]["entity"] if x["role"]["code"] == "24")["query"]).decode()
     assert q == "/fhir/Patient?identifier=510104********001X&phone=138****1234"
     with node.store.engine.connect() as conn:
-        raw = " ".join(r.content for r in conn.execute(sa.select(AE.c.content)))
+        raw = " ".join(_text(r) for r in conn.execute(sa.select(AE.c.content, AE.c.zcontent)))
     assert "51010419800102001X" not in raw and "13800001234" not in raw
 
 

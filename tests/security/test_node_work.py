@@ -26,9 +26,11 @@ def test_a_clinicians_new_record_gets_its_findings_task(world: World) -> None:
         audit.flush()
         import sqlalchemy as sa
 
+        from phip.audit.chain import content_of
         from phip.audit.schema import audit_events as AE
 
         with world.node.store.engine.connect() as conn:
-            mine = [r.content for r in conn.execute(sa.select(AE).where(AE.c.who == "doc-b", AE.c.kind == "create"))]
+            mine = [content_of(r).decode()
+                    for r in conn.execute(sa.select(AE).where(AE.c.who == "doc-b", AE.c.kind == "create"))]
         assert len(mine) == 1 and f"Patient/{pid}" in mine[0]
         assert not any("Task/" in c for c in mine)

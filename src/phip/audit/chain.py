@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine
 
 from phip.audit import events as E
+from phip.audit.packing import pack, unpack
 from phip.audit.schema import audit_checkpoints as CP
 from phip.audit.schema import audit_events as AE
 from phip.audit.schema import audit_head as HEAD
@@ -38,7 +39,7 @@ from phip.store.repository import executemany
 
 GENESIS = "0" * 64
 COLUMNS = ("seq", "recorded", "kind", "action", "outcome", "patient", "who", "role", "org", "purpose", "source",
-           "content", "prev_hash", "hash")
+           "zcontent", "prev_hash", "hash")
 BATCH = 2000
 
 
@@ -48,6 +49,16 @@ def link(prev_hash: str, content: bytes) -> str:
 
 def canonical(ev: dict[str, Any]) -> bytes:
     return orjson.dumps(ev, option=orjson.OPT_SORT_KEYS)
+
+
+def content_of(rec: Any) -> bytes:
+    """The AuditEvent JSON of a stored record (a row with ``content`` and ``zcontent``): packed, or
+    as text in rows written before the trail was stored packed."""
+    if rec.zcontent is not None:
+        return unpack(rec.zcontent)
+    if rec.content is None:
+        raise ValueError("the record holds no content")
+    return str(rec.content).encode()
 
 
 def checkpoint_message(seq: int, hsh: str, signed_at: int) -> bytes:
@@ -117,7 +128,7 @@ def append(engine: Engine, pending: list[E.Pending], node_name: str, key: Signin
             nh = link(h, content)
             rows.append((seq, p.recorded, p.kind, E.action_of(p.kind), p.outcome, p.patient,
                          (p.who or "")[:200] or None, p.role, (p.org or "")[:100] or None, p.purpose, p.source,
-                         content.decode(), h, nh))
+                         pack(content), h, nh))
             h = nh
         executemany(conn, AE, COLUMNS, rows)
         conn.execute(HEAD.update().where(HEAD.c.id == 1).values(last_seq=seq, last_hash=h))
@@ -178,22 +189,23 @@ def verify(engine: Engine, public_keys: dict[str, Ed25519PublicKey],
         expect_seq, h = head.anchor_seq + 1, head.anchor_hash
         checked = 0
         prev: Any = None
+        prev_content = b""
         n_cp = 0
         rec: Any
         for rec in _records(conn, head.anchor_seq):
             if rec.seq != expect_seq:
                 return Verdict(False, checked, expect_seq,
                                f"record {expect_seq} is missing (the next record kept is {rec.seq})")
-            content = rec.content.encode()
             try:
+                content = content_of(rec)
                 ev = orjson.loads(content)
-            except orjson.JSONDecodeError:
-                return Verdict(False, checked, rec.seq, f"record {rec.seq} is not valid JSON")
+            except ValueError:  # (orjson.JSONDecodeError too)
+                return Verdict(False, checked, rec.seq, f"record {rec.seq} is damaged: it is not an AuditEvent's JSON")
             if ev.get("id") != str(rec.seq):
                 return Verdict(False, checked, rec.seq,
                                f"record {rec.seq} is out of place: its content is record {ev.get('id')}")
             if rec.prev_hash != h:
-                if prev is not None and link(prev.prev_hash, prev.content.encode()) == prev.hash:
+                if prev is not None and link(prev.prev_hash, prev_content) == prev.hash:
                     # the previous record is self-consistent but is not what this one was linked to:
                     # it was edited and its hash recomputed
                     return Verdict(False, checked, prev.seq,
@@ -215,7 +227,7 @@ def verify(engine: Engine, public_keys: dict[str, Ed25519PublicKey],
                                    f"record {rec.seq} does not match the signed checkpoint at {rec.seq}")
                 n_cp += 1
             h = rec.hash
-            prev = rec
+            prev, prev_content = rec, content
             expect_seq += 1
             checked += 1
             if progress is not None and checked % 1000 == 0:
@@ -257,7 +269,7 @@ def archive(engine: Engine, key: SigningKey, folder: Path, *, before_us: int | N
                 if rec.seq > last:
                     break
                 line = orjson.dumps({"seq": rec.seq, "prev_hash": rec.prev_hash, "hash": rec.hash,
-                                     "content": rec.content}) + b"\n"
+                                     "content": content_of(rec).decode()}) + b"\n"
                 digest.update(line)
                 f.write(line)
                 last_hash = rec.hash

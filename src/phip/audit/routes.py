@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from phip.audit.chain import content_of
 from phip.audit.schema import audit_events as AE
 from phip.fhir.datetimes import date_range, now_us
 from phip.fhir.errors import FhirError, Issue, bad_request
@@ -70,7 +71,7 @@ def _bundle(request: Request, recs: list[Any], count: int, params: list[tuple[st
     entries = []
     for r in recs[:count]:
         entries.append(b'{"fullUrl":"' + f"{base}/AuditEvent/{r.seq}".encode() + b'","resource":'
-                       + r.content.encode() + b',"search":{"mode":"match"}}')
+                       + content_of(r) + b',"search":{"mode":"match"}}')
     self_url = str(request.url)
     links = [{"relation": "self", "url": self_url}]
     if len(recs) > count:
@@ -100,7 +101,7 @@ def _query(request: Request, conds: list[Any], count: int, cursor: int | None) -
     _svc(request).flush()  # what was just recorded is on the trail
     if cursor is not None:
         conds.append(AE.c.seq < cursor)
-    q = sa.select(AE.c.seq, AE.c.content).where(*conds).order_by(AE.c.seq.desc()).limit(count + 1)
+    q = sa.select(AE.c.seq, AE.c.content, AE.c.zcontent).where(*conds).order_by(AE.c.seq.desc()).limit(count + 1)
     with request.app.state.node.store.engine.connect() as conn:
         recs = conn.execute(q).all()
     return _bundle(request, recs, count, list(request.query_params.multi_items()))
@@ -183,10 +184,10 @@ def read_audit(request: Request, seq: str) -> Response:
         raise FhirError(404, f"AuditEvent/{seq} is not known", code="not-found", msg_id="PHIP-1404")
     _svc(request).flush()
     with request.app.state.node.store.engine.connect() as conn:
-        rec = conn.execute(sa.select(AE.c.content).where(AE.c.seq == int(seq))).first()
+        rec = conn.execute(sa.select(AE.c.content, AE.c.zcontent).where(AE.c.seq == int(seq))).first()
     if rec is None:
         raise FhirError(404, f"AuditEvent/{seq} is not known (or archived)", code="not-found", msg_id="PHIP-1404")
-    return Response(rec.content.encode(), media_type=FHIR_JSON)
+    return Response(content_of(rec), media_type=FHIR_JSON)
 
 
 def _resident_owns(request: Request, person: str | None, pid: str) -> bool:

@@ -1,9 +1,12 @@
 """Tables of the audit trail (declared on :data:`phip.store.schema.metadata`).
 
 - ``audit_events``: one row per AuditEvent, append-only, in a hash chain: ``hash`` is
-  SHA-256 over the previous record's hash and this record's ``content`` (the AuditEvent JSON,
-  sorted keys, whose ``id`` is ``seq``).  The other columns are copies of fields of ``content``
-  for searching; ``phip audit verify`` checks they agree with it.
+  SHA-256 over the previous record's hash and this record's content (the AuditEvent JSON,
+  sorted keys, whose ``id`` is ``seq``).  The content is stored compressed in ``zcontent``
+  (:mod:`phip.audit.packing`); rows written before that (``audit_0002``) hold it as text in
+  ``content``.  Exactly one of the two is set: :func:`phip.audit.chain.content_of` reads either.
+  The other columns are copies of fields of the content for searching; ``phip audit verify``
+  checks they agree with it.
 - ``audit_checkpoints``: every so often the hash of the newest record, signed with the node's
   Ed25519 key, so a rewrite of the whole chain from some point on is detectable too.
 - ``audit_head``: one row: the newest record (seq, hash) and the anchor — the last archived
@@ -15,7 +18,7 @@ history or the change feed that upper-level nodes replicate.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, SmallInteger, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, SmallInteger, String, Table, Text
 
 from phip.store.schema import metadata
 
@@ -33,7 +36,8 @@ audit_events = Table(
     Column("org", String(100), nullable=True),
     Column("purpose", String(32), nullable=True),
     Column("source", String(64), nullable=True),  # network address of the client
-    Column("content", Text, nullable=False),
+    Column("content", Text, nullable=True),  # the JSON as text (rows written before audit_0002)
+    Column("zcontent", LargeBinary, nullable=True),  # the JSON packed (phip.audit.packing)
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
