@@ -65,8 +65,6 @@ DICTIONARY_1 = (
     b'":"read","system":"http://hl7.org/fhir/restful-interaction"}],"type":{"code":"rest","display":"RESTf'
     b'ul Operation","system":"http://terminology.hl7.org/CodeSystem/audit-event-type"}}'
 )
-#: its SHA-256 (tests check it never changes)
-DICTIONARY_1_SHA256 = "b451e4b4eec232ce539c425afa77b0999f8739bcb1a613280b1b335b9f7ce007"
 LEVEL = 3
 
 _DICT = zstandard.ZstdCompressionDict(DICTIONARY_1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
